@@ -1,0 +1,138 @@
+# ferry — top-level GNU Makefile.  `make help` lists the targets.
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DESTDIR    ?=
+PLUGINDIR  ?= $(shell pkg-config nbdkit --variable=plugindir 2>/dev/null || echo $(PREFIX)/lib/nbdkit/plugins)
+
+CC         ?= gcc
+PKGS       := libcurl libxml-2.0 openssl
+CFLAGS     ?= -O2 -g
+WARN       := -std=gnu11 -Wall -Wextra -Wshadow -Wvla -Werror
+CPPFLAGS   += -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) nbdkit 2>/dev/null)
+ALL_CFLAGS  = $(WARN) -fPIC -pthread -MMD -MP $(CFLAGS) $(SAN)
+LIBS       := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LDFLAGS    += $(SAN)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+COMMON_SRC    := $(wildcard common/*.c)
+PROVIDERS_SRC := $(wildcard providers/*.c providers/vsphere/*.c)
+PLUGIN_SRC    := $(wildcard nbdkit-plugin/*.c)
+UNIT_SRC      := $(wildcard tests/unit/test-*.c)
+
+COMMON_LIB    := common/libcommon.a
+PROVIDERS_LIB := providers/libproviders.a
+PLUGIN        := nbdkit-plugin/nbdkit-ferry-plugin.so
+UNIT_TESTS    := $(UNIT_SRC:.c=)
+DOUBLE        := tests/doubles/vsphere/vsphere-double
+
+OBJS := $(COMMON_SRC:.c=.o) $(PROVIDERS_SRC:.c=.o) $(PLUGIN_SRC:.c=.o) $(UNIT_SRC:.c=.o)
+
+.PHONY: all deps check check-unit check-integration check-asan check-valgrind bench install \
+        uninstall lint clean help double
+
+all: $(PLUGIN)
+
+%.o: %.c
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+$(COMMON_LIB): $(COMMON_SRC:.c=.o)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)$(AR) rcs $@ $^
+
+$(PROVIDERS_LIB): $(PROVIDERS_SRC:.c=.o)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)$(AR) rcs $@ $^
+
+$(PLUGIN): $(PLUGIN_SRC:.c=.o) $(PROVIDERS_LIB) $(COMMON_LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $(PLUGIN_SRC:.c=.o) $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS)
+
+# Unit tests link the libraries; a test may wrap seams with -Wl,--wrap= listed in
+# tests/unit/test-NAME.wrap (one symbol per line).
+tests/unit/test-%: tests/unit/test-%.o $(PROVIDERS_LIB) $(COMMON_LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS) -lcmocka \
+	  $(if $(wildcard tests/unit/test-$*.wrap),$(addprefix -Wl$(comma)--wrap=,$(shell cat tests/unit/test-$*.wrap)))
+comma := ,
+
+double: $(DOUBLE)
+$(DOUBLE): $(wildcard tests/doubles/vsphere/*.go) tests/doubles/vsphere/build.sh
+	@$(if $(Q),echo "  GO      $@")
+	$(Q)tests/doubles/vsphere/build.sh $@
+
+deps:
+	$(Q)./scripts/deps.sh
+
+check: all $(UNIT_TESTS) $(DOUBLE)
+	$(Q)tests/run-tests.sh $(UNIT_TESTS) -- $(sort $(wildcard tests/integration/test-*.sh))
+
+check-unit: $(UNIT_TESTS)
+	$(Q)tests/run-tests.sh $(UNIT_TESTS) --
+
+check-integration: all $(DOUBLE)
+	$(Q)tests/run-tests.sh -- $(sort $(wildcard tests/integration/test-*.sh))
+
+# A separate build with AddressSanitizer and UBSan; the plugin is loaded by nbdkit, so the
+# ASan runtime is preloaded for the integration tests.
+check-asan:
+	$(MAKE) clean-objs
+	$(MAKE) SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+	  CFLAGS="-O1 -g" FERRY_ASAN=1 check
+	$(MAKE) clean-objs
+
+check-valgrind: all $(UNIT_TESTS)
+	$(Q)FERRY_VALGRIND=1 tests/run-tests.sh $(UNIT_TESTS) --
+
+bench: all $(DOUBLE)
+	$(Q)bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/
+	install -m 0644 nbdkit-plugin/nbdkit-ferry-plugin.1 $(DESTDIR)$(MANDIR)/man1/
+
+uninstall:
+	rm -f $(DESTDIR)$(PLUGINDIR)/nbdkit-ferry-plugin.so $(DESTDIR)$(MANDIR)/man1/nbdkit-ferry-plugin.1
+
+nbdkit-plugin/nbdkit-ferry-plugin.1: nbdkit-plugin/nbdkit-ferry-plugin.pod
+	$(Q)pod2man --section=1 --center=ferry --name=nbdkit-ferry-plugin $< > $@
+all: nbdkit-plugin/nbdkit-ferry-plugin.1
+
+SHELL_SCRIPTS = $(shell git ls-files '*.sh' .ci/run 2>/dev/null)
+C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -I. $(COMMON_SRC) $(PROVIDERS_SRC) $(PLUGIN_SRC)
+	shellcheck -x $(SHELL_SCRIPTS)
+	clang-format --dry-run --Werror $(C_FILES)
+
+clean-objs:
+	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(PLUGIN) $(UNIT_TESTS)
+
+clean: clean-objs
+	rm -f $(DOUBLE) nbdkit-plugin/nbdkit-ferry-plugin.1
+	rm -rf tests/doubles/vsphere/.build
+
+help:
+	@echo "make              build the nbdkit plugin"
+	@echo "make deps         install the Debian packages for build, tests and benchmarks"
+	@echo "make check        unit then integration tests; ends with 'N passed, N failed, N skipped'"
+	@echo "make check-unit   only the cmocka unit tests"
+	@echo "make check-asan   unit and integration tests built with ASan and UBSan"
+	@echo "make check-valgrind  unit tests under valgrind"
+	@echo "make bench        benchmarks against peers measured in the same run"
+	@echo "make demo         the README's demo on the built-in vSphere double"
+	@echo "make install      install the plugin (DESTDIR, PREFIX; plugin into nbdkit's plugindir)"
+	@echo "make lint         cppcheck, shellcheck, clang-format"
+	@echo "make clean        remove build products"
+	@echo "V=1               show full command lines"
+
+-include $(OBJS:.o=.d)

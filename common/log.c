@@ -1,0 +1,66 @@
+/* ferry: error and debug reporting (see log.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log.h"
+
+/* Exported by name so that nbdkit's -D ferry.FLAG=N can set them. */
+__attribute__ ((visibility ("default"))) int ferry_debug_soap;
+__attribute__ ((visibility ("default"))) int ferry_debug_http;
+__attribute__ ((visibility ("default"))) int ferry_debug_stats;
+
+static void
+stderr_error (const char *msg)
+{
+  fprintf (stderr, "ferry: %s\n", msg);
+}
+
+static void
+stderr_debug (const char *msg)
+{
+  fprintf (stderr, "ferry: debug: %s\n", msg);
+}
+
+static log_handler error_handler = stderr_error;
+static log_handler debug_handler = stderr_debug;
+
+void
+log_set_handlers (log_handler error, log_handler debug)
+{
+  error_handler = error ? error : stderr_error;
+  debug_handler = debug ? debug : stderr_debug;
+}
+
+static void
+vlog (log_handler handler, const char *fs, va_list args)
+{
+  char *msg = NULL;
+
+  if (vasprintf (&msg, fs, args) == -1) {
+    handler (fs);
+    return;
+  }
+  handler (msg);
+  free (msg);
+}
+
+void
+log_error (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  vlog (error_handler, fs, args);
+  va_end (args);
+}
+
+void
+log_debug (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  vlog (debug_handler, fs, args);
+  va_end (args);
+}

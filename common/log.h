@@ -1,0 +1,27 @@
+/* ferry: error and debug reporting shared by the libraries, the plugin and the CLIs.
+ *
+ * Library code reports an error once, where it happens, with log_error(), and returns
+ * -1/NULL.  Where the message goes is the caller's choice: the nbdkit plugin routes errors
+ * to nbdkit_error and debug lines to nbdkit_debug; the CLIs print "ferry: ..." to stderr
+ * (the default).
+ *
+ * THREAD MODEL: the handlers are set once at start-up, before any thread exists; the log
+ * functions may then be called from any thread.
+ */
+#ifndef FERRY_LOG_H
+#define FERRY_LOG_H
+
+typedef void (*log_handler) (const char *msg);
+
+void log_set_handlers (log_handler error, log_handler debug);
+void log_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+void log_debug (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+
+/* Debug flags, set by nbdkit as -D ferry.soap=1 etc. (nbdkit finds them by symbol name in
+ * the plugin), or by the CLIs from their own options.
+ */
+extern int ferry_debug_soap;  /* every SOAP call with its timing */
+extern int ferry_debug_http;  /* every HTTP request, retry and backoff */
+extern int ferry_debug_stats; /* counters printed at the end */
+
+#endif /* FERRY_LOG_H */
