@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install every Debian package that ferry's build, tests and benchmarks need.
+# Idempotent: does nothing when all are present; runs apt-get update at most once.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config perl
+  libcurl4-openssl-dev libxml2-dev libssl-dev libjansson-dev
+  nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin
+  libcmocka-dev qemu-utils curl openssl
+  golang-go golang-github-vmware-govmomi-dev python3-pyvmomi
+  cppcheck shellcheck clang-format valgrind time
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "deps: all ${#packages[@]} packages are installed"
+  exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: missing packages: ${missing[*]}" >&2
+  echo "deps: run 'make deps' as root to install them" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
