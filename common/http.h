@@ -110,4 +110,15 @@ long http_retry_delay (const struct http_config *config, unsigned attempt, int c
  */
 int http_normalise_thumbprint (const char *in, char *out, size_t outlen);
 
+/* Internal to common/http.c and common/http-tls.c: per-handle TLS pinning state. */
+struct http_tls_pin {
+  char expected[96]; /* normalised thumbprint, "" when not pinned */
+  int len;           /* 20 (SHA-1) or 32 (SHA-256) */
+  bool mismatch;     /* the last handshake failed on the thumbprint ... */
+  char actual[96];   /* ... of this server certificate */
+};
+/* Sets the TLS options of curl handle CURL (verify, cacert, pinning with PIN). */
+int http_tls_setup (void *curl, const char *base_url, const struct http_config *config,
+                    struct http_tls_pin *pin);
+
 #endif /* FERRY_HTTP_H */
