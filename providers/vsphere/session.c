@@ -1,0 +1,198 @@
+/* ferry: the vSphere session — service content, Login/Logout, re-login.
+ *
+ * State: OPEN (pool made, ServiceContent read) -> LOGGED IN (cookie set) -> CLOSED.  A
+ * logged-in session may silently expire on the server; the first call that notices (SOAP
+ * NotAuthenticated or /folder 401) logs in again through vs_relogin.
+ *
+ * THREAD MODEL: vs_relogin holds login_lock and compares the pool's session generation, so
+ * concurrent callers that saw the same expired session cause a single Login.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "soap.h"
+
+/* Called by the HTTP pool when /folder answers 401. */
+static int
+reauth_cb (void *opaque, unsigned generation)
+{
+  return vs_relogin (opaque, generation);
+}
+
+static int
+read_service_content (struct vs_session *s)
+{
+  xmlDoc *doc;
+  xmlNode *ret, *about;
+  CLEANUP_FREE char *version = NULL;
+
+  if (soap_call (s, s->server, "RetrieveServiceContent", "ServiceInstance", "ServiceInstance",
+                 NULL, true, &doc, &ret, NULL) == -1)
+    return -1;
+  s->session_manager = xml_child_text (ret, "sessionManager");
+  s->property_collector = xml_child_text (ret, "propertyCollector");
+  s->search_index = xml_child_text (ret, "searchIndex");
+  s->root_folder = xml_child_text (ret, "rootFolder");
+  s->view_manager = xml_child_text (ret, "viewManager");
+  about = xml_child (ret, "about");
+  s->api_type = xml_child_text (about, "apiType");
+  version = xml_child_text (about, "apiVersion");
+  xmlFreeDoc (doc);
+  if (!s->session_manager || !s->property_collector || !s->search_index || !s->root_folder
+      || !version) {
+    log_error ("%s: RetrieveServiceContent: the answer lacks the session manager, property "
+               "collector, search index, root folder or API version; is this vSphere?",
+               s->server);
+    return -1;
+  }
+  snprintf (s->soap_action, sizeof s->soap_action, "urn:vim25/%s", version);
+  return 0;
+}
+
+int
+vs_login (struct vs_session *s)
+{
+  CLEANUP_FREE char *user = xml_escape (s->user);
+  CLEANUP_FREE char *password = xml_escape (s->password);
+  CLEANUP_FREE char *args = NULL;
+  struct vs_fault fault = { 0 };
+  xmlDoc *doc;
+  xmlNode *ret;
+  int r;
+
+  if (user == NULL || password == NULL
+      || asprintf (&args, "<userName>%s</userName><password>%s</password>", user, password)
+             == -1) {
+    log_error ("%s: Login: out of memory", s->server);
+    return -1;
+  }
+  explicit_bzero (password, strlen (password));
+  /* Forget the old cookie so the server starts a fresh session. */
+  http_pool_set_cookie (s->pool, NULL);
+  s->logged_in = false;
+  r = soap_call (s, s->server, "Login", "SessionManager", s->session_manager, args, true,
+                 &doc, &ret, &fault);
+  explicit_bzero (args, strlen (args));
+  if (r == -1) {
+    if (fault.type)
+      log_error ("%s: Login as %s: %s%s%s", s->server, s->user, fault.type,
+                 fault.message ? ": " : "", fault.message ? fault.message : "");
+    vs_fault_reset (&fault);
+    return -1;
+  }
+  xmlFreeDoc (doc);
+  if (!s->logged_in) {
+    log_error ("%s: Login as %s: the server set no vmware_soap_session cookie", s->server,
+               s->user);
+    return -1;
+  }
+  return 0;
+}
+
+int
+vs_relogin (struct vs_session *s, unsigned generation)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&s->login_lock);
+
+  if (http_pool_generation (s->pool) != generation)
+    return 0; /* another thread has already logged in again */
+  __atomic_add_fetch (&s->relogins, 1, __ATOMIC_RELAXED);
+  if (ferry_debug_soap)
+    log_debug ("soap: %s: session expired, logging in again", s->server);
+  return vs_login (s);
+}
+
+struct vs_session *
+vs_open (const struct vs_config *config)
+{
+  struct vs_session *s = calloc (1, sizeof *s);
+  CLEANUP_FREE char *base = NULL;
+
+  if (s == NULL) {
+    log_error ("%s: out of memory", config->server);
+    return NULL;
+  }
+  pthread_mutex_init (&s->login_lock, NULL);
+  s->server = strdup (config->server);
+  s->user = strdup (config->user);
+  s->password = strdup (config->password);
+  if (!s->server || !s->user || !s->password || asprintf (&base, "https://%s", config->server) == -1) {
+    log_error ("%s: out of memory", config->server);
+    goto err;
+  }
+  strcpy (s->soap_action, "urn:vim25");
+
+  struct http_config hc = {
+    .base_url = base,
+    .cacert = config->cacert,
+    .thumbprint = config->thumbprint,
+    .sslverify = config->sslverify,
+    .connections = config->connections ? config->connections : 4,
+    .connect_timeout = 30,
+    .timeout = 2000, /* vCenter can be slow (virt-v2v uses 2000 s too) */
+    .max_retries = 8,
+    .backoff_ms = 250,
+    .reauth = reauth_cb,
+    .reauth_opaque = s,
+  };
+  s->pool = http_pool_new (&hc);
+  if (s->pool == NULL)
+    goto err;
+  if (read_service_content (s) == -1 || vs_login (s) == -1)
+    goto err;
+  return s;
+
+err:
+  vs_close (s);
+  return NULL;
+}
+
+void
+vs_close (struct vs_session *s)
+{
+  if (s == NULL)
+    return;
+  if (s->pool && s->logged_in) {
+    xmlDoc *doc = NULL;
+    xmlNode *ret;
+    struct vs_fault fault = { 0 };
+    /* Best effort: an expired session needs no Logout. */
+    if (soap_call (s, s->server, "Logout", "SessionManager", s->session_manager, NULL, true,
+                   &doc, &ret, &fault) == 0)
+      xmlFreeDoc (doc);
+    vs_fault_reset (&fault);
+  }
+  http_pool_free (s->pool);
+  if (s->password) {
+    explicit_bzero (s->password, strlen (s->password));
+    free (s->password);
+  }
+  free (s->server);
+  free (s->user);
+  free (s->session_manager);
+  free (s->property_collector);
+  free (s->search_index);
+  free (s->root_folder);
+  free (s->view_manager);
+  free (s->api_type);
+  pthread_mutex_destroy (&s->login_lock);
+  free (s);
+}
+
+void
+vs_stats (struct vs_session *s, char *buf, size_t len)
+{
+  struct http_stats hs;
+
+  http_pool_stats (s->pool, &hs);
+  snprintf (buf, len,
+            "soap calls %" PRIu64 ", re-logins %" PRIu64 ", http requests %" PRIu64
+            ", retries %" PRIu64 ", bytes fetched %" PRIu64,
+            __atomic_load_n (&s->soap_calls, __ATOMIC_RELAXED),
+            __atomic_load_n (&s->relogins, __ATOMIC_RELAXED), hs.requests, hs.retries,
+            hs.bytes);
+}

@@ -1,0 +1,250 @@
+/* ferry: vSphere SOAP calls over POST /sdk.
+ *
+ * soap_call builds the envelope, posts it through the session's HTTP pool, parses the
+ * answer with libxml2 and turns SOAP faults into (type, message) pairs.  When the server
+ * says NotAuthenticated (idle expiry, server restart) the session logs in again once and
+ * the call is repeated, so callers never see an expired session.
+ *
+ * THREAD MODEL: soap_call may run on many threads at once; only re-login is serialised
+ * (login_lock) and it uses the pool's session generation so that N threads failing at once
+ * cause one Login, not N.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "soap.h"
+
+char *
+soap_envelope (const char *method, const char *this_type, const char *this_ref,
+               const char *args)
+{
+  CLEANUP_FREE char *ref = xml_escape (this_ref);
+  char *buf = NULL;
+
+  if (ref == NULL)
+    return NULL;
+  if (asprintf (&buf,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+                "<soapenv:Envelope xmlns:soapenv=\"" SOAPENV_NS "\""
+                " xmlns:xsi=\"" XSI_NS "\">"
+                "<soapenv:Body><%s xmlns=\"" VIM25_NS "\">"
+                "<_this type=\"%s\">%s</_this>%s</%s></soapenv:Body></soapenv:Envelope>",
+                method, this_type, ref, args ? args : "", method)
+      == -1)
+    return NULL;
+  return buf;
+}
+
+void
+vs_fault_reset (struct vs_fault *fault)
+{
+  free (fault->type);
+  free (fault->message);
+  fault->type = fault->message = NULL;
+}
+
+/* The fault's type: the xsi:type of the first element in <detail>, else its element name
+ * without the "Fault" suffix, else the faultcode.
+ */
+static char *
+fault_type (xmlNode *fault)
+{
+  xmlNode *detail = xml_child (fault, "detail");
+  xmlNode *first = xml_child (detail, NULL);
+  char *type;
+
+  if (first) {
+    type = xml_type (first);
+    if (type)
+      return type;
+    type = strdup ((const char *) first->name);
+    if (type) {
+      size_t n = strlen (type);
+      if (n > 5 && strcmp (type + n - 5, "Fault") == 0)
+        type[n - 5] = '\0';
+    }
+    return type;
+  }
+  return xml_child_text (fault, "faultcode");
+}
+
+int
+soap_parse (const char *body, size_t len, long status, xmlDoc **docp, xmlNode **ret,
+            struct vs_fault *fault)
+{
+  xmlDoc *doc;
+  xmlNode *root, *bodyn, *first;
+
+  *docp = NULL;
+  *ret = NULL;
+  doc = xmlReadMemory (body, len, "soap.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOBLANKS);
+  if (doc == NULL) {
+    fault->type = strdup ("InvalidResponse");
+    if (asprintf (&fault->message, "HTTP %ld, not a SOAP answer: %.200s", status,
+                  body ? body : "")
+        == -1)
+      fault->message = NULL;
+    return -1;
+  }
+  root = xmlDocGetRootElement (doc);
+  bodyn = xml_child (root, "Body");
+  first = xml_child (bodyn, NULL);
+  if (first == NULL) {
+    xmlFreeDoc (doc);
+    fault->type = strdup ("InvalidResponse");
+    if (asprintf (&fault->message, "HTTP %ld, SOAP answer without a body", status) == -1)
+      fault->message = NULL;
+    return -1;
+  }
+  if (strcmp ((const char *) first->name, "Fault") == 0) {
+    fault->type = fault_type (first);
+    fault->message = xml_child_text (first, "faultstring");
+    xmlFreeDoc (doc);
+    return -1;
+  }
+  *docp = doc;
+  *ret = xml_child (first, "returnval");
+  return 0;
+}
+
+static double
+now_seconds (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* One POST and parse, no re-login.  Returns 0, -1 on a SOAP fault (in *FAULT), or -2 on a
+ * transport error (already reported).
+ */
+static int
+soap_call_once (struct vs_session *s, const char *ctx, const char *method,
+                const char *envelope, bool idempotent, xmlDoc **doc, xmlNode **ret,
+                struct vs_fault *fault)
+{
+  char action[96];
+  const char *headers[] = { "Content-Type: text/xml; charset=\"utf-8\"", action, NULL };
+  struct http_response resp = { 0 };
+  double start = now_seconds ();
+  int r;
+
+  snprintf (action, sizeof action, "SOAPAction: \"%s\"", s->soap_action);
+  __atomic_add_fetch (&s->soap_calls, 1, __ATOMIC_RELAXED);
+  if (http_post (s->pool, "/sdk", headers, envelope, strlen (envelope), idempotent, &resp)
+      == -1) {
+    log_error ("%s: %s: no answer from %s", ctx, method, s->server);
+    return -2;
+  }
+  r = soap_parse (resp.body, resp.len, resp.status, doc, ret, fault);
+  /* The session cookie comes with the answer to Login. */
+  if (r == 0 && resp.set_cookie && strcmp (method, "Login") == 0) {
+    http_pool_set_cookie (s->pool, resp.set_cookie);
+    s->logged_in = true;
+  }
+  if (ferry_debug_soap)
+    log_debug ("soap: %s %s: HTTP %ld %s%s in %.3fs", ctx, method, resp.status,
+               r == 0 ? "ok" : "fault ", r == 0 ? "" : (fault->type ? fault->type : "?"),
+               now_seconds () - start);
+  http_response_reset (&resp);
+  return r;
+}
+
+int
+soap_call (struct vs_session *s, const char *ctx, const char *method, const char *this_type,
+           const char *this_ref, const char *args, bool idempotent, xmlDoc **doc,
+           xmlNode **ret, struct vs_fault *fault)
+{
+  CLEANUP_FREE char *envelope = soap_envelope (method, this_type, this_ref, args);
+  struct vs_fault local = { 0 };
+  struct vs_fault *f = fault ? fault : &local;
+  bool may_relogin = strcmp (method, "Login") != 0
+                     && strcmp (method, "RetrieveServiceContent") != 0;
+  int r;
+
+  if (envelope == NULL) {
+    log_error ("%s: %s: out of memory", ctx, method);
+    return -1;
+  }
+  for (int attempt = 0;; attempt++) {
+    unsigned generation = http_pool_generation (s->pool);
+    r = soap_call_once (s, ctx, method, envelope, idempotent, doc, ret, f);
+    if (r == -2)
+      return -1;
+    if (r == 0)
+      return 0;
+    if (attempt == 0 && may_relogin && f->type && strcmp (f->type, "NotAuthenticated") == 0) {
+      vs_fault_reset (f);
+      if (vs_relogin (s, generation) == -1)
+        return -1;
+      continue;
+    }
+    break;
+  }
+  if (f == &local) {
+    log_error ("%s: %s: %s%s%s", ctx, method, local.type ? local.type : "fault",
+               local.message ? ": " : "", local.message ? local.message : "");
+    vs_fault_reset (&local);
+  }
+  return -1;
+}
+
+/* RetrievePropertiesEx (with ContinueRetrievePropertiesEx never needed for one object). */
+int
+vs_retrieve (struct vs_session *s, const char *type, const char *ref,
+             const char *const *paths, xmlDoc **doc, xmlNode **obj, struct vs_fault *fault)
+{
+  CLEANUP_FREE char *args = NULL;
+  CLEANUP_FREE char *eref = xml_escape (ref);
+  size_t len = 0;
+  FILE *fp = open_memstream (&args, &len);
+  xmlNode *ret;
+
+  if (fp == NULL || eref == NULL) {
+    if (fp)
+      fclose (fp);
+    log_error ("%s: RetrievePropertiesEx: out of memory", ref);
+    return -1;
+  }
+  fprintf (fp, "<specSet><propSet><type>%s</type>", type);
+  for (size_t i = 0; paths[i]; i++)
+    fprintf (fp, "<pathSet>%s</pathSet>", paths[i]);
+  fprintf (fp, "</propSet><objectSet><obj type=\"%s\">%s</obj><skip>false</skip>"
+           "</objectSet></specSet><options></options>", type, eref);
+  fclose (fp);
+
+  if (soap_call (s, ref, "RetrievePropertiesEx", "PropertyCollector", s->property_collector,
+                 args, true, doc, &ret, fault) == -1)
+    return -1;
+  *obj = xml_child (ret, "objects");
+  if (*obj == NULL) {
+    xmlFreeDoc (*doc);
+    *doc = NULL;
+    if (fault) {
+      fault->type = strdup ("ManagedObjectNotFound");
+      fault->message = strdup ("no such object");
+    }
+    else
+      log_error ("%s %s: RetrievePropertiesEx: the object does not exist", type, ref);
+    return -1;
+  }
+  return 0;
+}
+
+xmlNode *
+vs_prop (xmlNode *obj, const char *name)
+{
+  for (xmlNode *p = xml_child (obj, "propSet"); p; p = xml_next (p, "propSet")) {
+    CLEANUP_FREE char *n = xml_child_text (p, "name");
+    if (n && strcmp (n, name) == 0)
+      return xml_child (p, "val");
+  }
+  return NULL;
+}
