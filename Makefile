@@ -57,9 +57,11 @@ $(PLUGIN): $(PLUGIN_SRC:.c=.o) $(PROVIDERS_LIB) $(COMMON_LIB)
 
 # Unit tests link the libraries; a test may wrap seams with -Wl,--wrap= listed in
 # tests/unit/test-NAME.wrap (one symbol per line).
-tests/unit/test-%: tests/unit/test-%.o $(PROVIDERS_LIB) $(COMMON_LIB)
+# nbdkit-plugin/config.o holds the plugin's parameter checks, which need no nbdkit.
+UNIT_EXTRA := nbdkit-plugin/config.o
+tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(PROVIDERS_LIB) $(COMMON_LIB)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS) -lcmocka \
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS) -lcmocka \
 	  $(if $(wildcard tests/unit/test-$*.wrap),$(addprefix -Wl$(comma)--wrap=,$(shell cat tests/unit/test-$*.wrap)))
 comma := ,
 
@@ -71,13 +73,13 @@ $(DOUBLE): $(wildcard tests/doubles/vsphere/*.go) tests/doubles/vsphere/build.sh
 deps:
 	$(Q)./scripts/deps.sh
 
-check: all $(UNIT_TESTS) $(DOUBLE)
+check: all $(UNIT_TESTS) $(DOUBLE) tests/integration/http-fetch
 	$(Q)tests/run-tests.sh $(UNIT_TESTS) -- $(sort $(wildcard tests/integration/test-*.sh))
 
 check-unit: $(UNIT_TESTS)
 	$(Q)tests/run-tests.sh $(UNIT_TESTS) --
 
-check-integration: all $(DOUBLE)
+check-integration: all $(DOUBLE) tests/integration/http-fetch
 	$(Q)tests/run-tests.sh -- $(sort $(wildcard tests/integration/test-*.sh))
 
 # A separate build with AddressSanitizer and UBSan; the plugin is loaded by nbdkit, so the
@@ -136,3 +138,8 @@ help:
 	@echo "V=1               show full command lines"
 
 -include $(OBJS:.o=.d)
+
+# http test driver
+tests/integration/http-fetch: tests/integration/http-fetch.c $(COMMON_LIB)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(CPPFLAGS) $(WARN) -pthread $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(COMMON_LIB) $(LIBS)

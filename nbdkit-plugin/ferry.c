@@ -99,10 +99,6 @@ ferry_config (const char *key, const char *value)
   else if (strcmp (key, "connections") == 0) {
     if (nbdkit_parse_unsigned ("connections", value, &config.connections) == -1)
       return -1;
-    if (config.connections < 1 || config.connections > 64) {
-      nbdkit_error ("connections=%s: must be between 1 and 64", value);
-      return -1;
-    }
   }
   else {
     nbdkit_error ("unknown parameter '%s' (see nbdkit ferry --help)", key);
@@ -114,31 +110,8 @@ ferry_config (const char *key, const char *value)
 static int
 ferry_config_complete (void)
 {
-  if (config.provider == NULL || strcmp (config.provider, "vsphere") != 0) {
-    nbdkit_error ("provider=%s: only provider=vsphere is supported",
-                  config.provider ? config.provider : "(missing)");
-    return -1;
-  }
-  if (config.server == NULL || config.user == NULL || password == NULL) {
-    nbdkit_error ("server=, user= and password= are required (password=+FILE reads it "
-                  "from a file, password=- asks for it)");
-    return -1;
-  }
-  if ((config.vm == NULL) == (config.vm_uuid == NULL)) {
-    nbdkit_error ("give exactly one of vm=MOREF|NAME and vm-uuid=UUID");
-    return -1;
-  }
-  if (config.thumbprint && config.cacert) {
-    nbdkit_error ("thumbprint= and cacert= are exclusive: the thumbprint pins the "
-                  "certificate, the CA file verifies its chain");
-    return -1;
-  }
-  if (!config.sslverify && (config.thumbprint || config.cacert)) {
-    nbdkit_error ("sslverify=false cannot be combined with cacert= or thumbprint=");
-    return -1;
-  }
   config.password = password;
-  return 0;
+  return source_config_check (&config);
 }
 
 #define ferry_config_help \

@@ -28,6 +28,9 @@ struct source_config {
 
 struct source;
 
+/* Check the parameters before connecting; reports what is wrong and how to fix it. */
+int source_config_check (const struct source_config *config);
+
 /* Connect, find the VM, apply the snapshot policy (refusing what cannot be read
  * consistently) and select the disks.  Reports its own errors.
  */

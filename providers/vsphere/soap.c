@@ -84,7 +84,9 @@ soap_parse (const char *body, size_t len, long status, xmlDoc **docp, xmlNode **
 
   *docp = NULL;
   *ret = NULL;
-  doc = xmlReadMemory (body, len, "soap.xml", NULL, XML_PARSE_NONET | XML_PARSE_NOBLANKS);
+  doc = xmlReadMemory (body, len, "soap.xml", NULL,
+                       XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR
+                           | XML_PARSE_NOWARNING);
   if (doc == NULL) {
     fault->type = strdup ("InvalidResponse");
     if (asprintf (&fault->message, "HTTP %ld, not a SOAP answer: %.200s", status,
