@@ -127,7 +127,7 @@ static char *
 find_dc_path (struct vs_session *s, const char *vm_ref, xmlNode *vm_parent)
 {
   static const char *const paths[] = { "name", "parent", NULL };
-  xmlChar *type = xmlGetProp (vm_parent, BAD_CAST "type");
+  xmlChar *type = xmlGetNoNsProp (vm_parent, BAD_CAST "type");
   CLEANUP_FREE char *ref = xml_text (vm_parent);
   char *path = NULL;
 
@@ -151,7 +151,7 @@ find_dc_path (struct vs_session *s, const char *vm_ref, xmlNode *vm_parent)
       path = p;
     }
     xmlFree (type);
-    type = parent ? xmlGetProp (parent, BAD_CAST "type") : NULL;
+    type = parent ? xmlGetNoNsProp (parent, BAD_CAST "type") : NULL;
     free (ref);
     ref = parent ? xml_text (parent) : NULL;
     xmlFreeDoc (doc);
