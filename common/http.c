@@ -640,10 +640,13 @@ do_request (struct http_pool *pool, struct request *req)
     curl_easy_getinfo (h->c, CURLINFO_RESPONSE_CODE, &status);
     __atomic_fetch_add (&pool->stats.requests, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add (&pool->stats.bytes, h->received, __ATOMIC_RELAXED);
-    if (ferry_debug_http)
-      log_debug (
-          "%s: %s, %" PRIu64 " bytes in %.3f s", describe (what, sizeof what, pool, req),
-          rc == CURLE_OK ? "done" : curl_easy_strerror (rc), h->received, now () - t1);
+    if (ferry_debug_http) {
+      if (rc == CURLE_OK)
+        snprintf (why, sizeof why, "HTTP %ld", status);
+      log_debug ("%s: %s, %" PRIu64 " bytes in %.3f s",
+                 describe (what, sizeof what, pool, req),
+                 rc == CURLE_OK ? why : curl_easy_strerror (rc), h->received, now () - t1);
+    }
 
     if (h->pin.mismatch) {
       log_error ("%s: TLS: server certificate thumbprint %s does not match the expected "
@@ -826,26 +829,27 @@ char *
 http_quote (const char *s, bool keep_slash)
 {
   static const char hex[] = "0123456789ABCDEF";
-  char *out, *p;
+  size_t i, j = 0, len = strlen (s);
+  char *out;
 
-  out = p = malloc (strlen (s) * 3 + 1);
+  out = malloc (len * 3 + 1);
   if (out == NULL) {
     log_error ("malloc: %m");
     return NULL;
   }
-  for (; *s; s++) {
-    unsigned char ch = *s;
+  for (i = 0; i < len; i++) {
+    unsigned char ch = s[i];
 
     if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
         ch == '-' || ch == '.' || ch == '_' || ch == '~' || (keep_slash && ch == '/'))
-      *p++ = ch;
+      out[j++] = ch;
     else {
-      *p++ = '%';
-      *p++ = hex[ch >> 4];
-      *p++ = hex[ch & 15];
+      out[j++] = '%';
+      out[j++] = hex[ch >> 4];
+      out[j++] = hex[ch & 15];
     }
   }
-  *p = '\0';
+  out[j] = '\0';
   return out;
 }
 

@@ -50,16 +50,16 @@ struct http_config {
 
 struct http_response {
   long status;
-  char *body;         /* NUL-terminated, malloc'd; free with http_response_reset */
+  char *body; /* NUL-terminated, malloc'd; free with http_response_reset */
   size_t len;
-  char *set_cookie;   /* "name=value" of the first Set-Cookie, or NULL */
-  double seconds;     /* wall time including retries */
+  char *set_cookie; /* "name=value" of the first Set-Cookie, or NULL */
+  double seconds;   /* wall time including retries */
 };
 
 struct http_stats {
-  uint64_t requests;  /* requests sent, retries included */
+  uint64_t requests; /* requests sent, retries included */
   uint64_t retries;
-  uint64_t bytes;     /* body bytes received */
+  uint64_t bytes; /* body bytes received */
   uint64_t reauths;
 };
 
@@ -78,8 +78,7 @@ void http_pool_stats (struct http_pool *pool, struct http_stats *stats);
  * when no answer could be had after retries, with the error reported.
  */
 int http_post (struct http_pool *pool, const char *path, const char *const *headers,
-               const char *body, size_t len, bool idempotent,
-               struct http_response *resp);
+               const char *body, size_t len, bool idempotent, struct http_response *resp);
 
 /* HEAD PATH: *size from Content-Length; fails unless 200 and Accept-Ranges: bytes. */
 int http_head_size (struct http_pool *pool, const char *path, uint64_t *size);
@@ -93,14 +92,15 @@ int http_get_range (struct http_pool *pool, const char *path, void *buf, size_t 
 
 void http_response_reset (struct http_response *resp);
 
-/* Percent-encode S for a URL path (keep_slash) or a query value. Returns malloc'd string. */
+/* Percent-encode S for a URL path (keep_slash) or a query value. Returns malloc'd string.
+ */
 char *http_quote (const char *s, bool keep_slash);
 
 /* Retry policy (pure, for tests).  ATTEMPT counts from 0 for the first retry.  CURL_CODE is
- * a CURLcode (0 = the transfer completed and STATUS is the answer), SHORT_BODY says the body
- * was shorter than promised, RETRY_AFTER is the header's value in seconds or -1.  Returns
- * the delay in milliseconds before the next attempt, or -1 when the request must not be
- * retried.
+ * a CURLcode (0 = the transfer completed and STATUS is the answer), SHORT_BODY says the
+ * body was shorter than promised, RETRY_AFTER is the header's value in seconds or -1.
+ * Returns the delay in milliseconds before the next attempt, or -1 when the request must
+ * not be retried.
  */
 long http_retry_delay (const struct http_config *config, unsigned attempt, int curl_code,
                        long status, bool short_body, long retry_after, bool idempotent);

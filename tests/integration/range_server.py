@@ -1,0 +1,220 @@
+#!/usr/bin/python3
+"""ferry: a small HTTPS server with Range support and fault injection, for the HTTP tests.
+
+    range_server.py --cert C --key K --file F --path /disk --port-file P [faults]
+
+Serves F at PATH (GET with one "bytes=A-B" range -> 206 + Content-Range, HEAD -> size and
+Accept-Ranges), HTTP/1.1 keep-alive, on an ephemeral 127.0.0.1 port written to PORT-FILE
+once listening.  Faults, counted over all connections, in this order:
+
+    --reset N         reset the TCP connection instead of answering the first N requests
+    --fail-503 N      answer the next N requests with 503 and Retry-After: 0
+    --truncate N      for the first N range GETs, send the headers and half the body,
+                      then reset the connection
+    --short N         for the next N range GETs, a consistent but short 206
+                      (Content-Length agrees with the body, too few bytes)
+    --require-cookie NAME=VALUE   answer 401 unless the request carries this cookie
+
+Counts of what it did are printed to stdout at exit ("faults: 503=N reset=N ...").
+"""
+
+import argparse
+import os
+import signal
+import socket
+import ssl
+import struct
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class State:
+    def __init__(self, args):
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.gets = 0
+        self.args = args
+        self.counts = {"503": 0, "reset": 0, "truncate": 0, "short": 0, "401": 0}
+
+    def next_request(self):
+        with self.lock:
+            self.requests += 1
+            return self.requests
+
+    def next_get(self):
+        with self.lock:
+            self.gets += 1
+            return self.gets
+
+    def count(self, what):
+        with self.lock:
+            self.counts[what] += 1
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "range_server"
+
+    def log_message(self, fmt, *args):  # pylint: disable=arguments-differ
+        sys.stderr.write("range_server: %s\n" % (fmt % args))
+
+    def finish(self):
+        try:
+            super().finish()
+        except (OSError, ValueError):
+            pass
+
+    def send_text(self, status, text, extra=()):
+        body = text.encode()
+        self.send_response(status)
+        for name, value in extra:
+            self.send_header(name, value)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def reset(self):
+        sock = self.connection
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        sock.close()
+
+    def do_HEAD(self):
+        self.serve()
+
+    def do_GET(self):
+        self.serve()
+
+    def serve(self):
+        state = self.server.state
+        args = state.args
+        n = state.next_request()
+
+        if n <= args.reset:
+            state.count("reset")
+            self.reset()
+            return
+        if n <= args.reset + args.fail_503:
+            state.count("503")
+            self.send_text(503, "Service Unavailable: fault injected\n",
+                           [("Retry-After", "0")])
+            return
+        if args.require_cookie:
+            cookies = [c.strip() for c in self.headers.get("Cookie", "").split(";")]
+            if args.require_cookie not in cookies:
+                state.count("401")
+                self.send_text(401, "Unauthorized: session expired\n")
+                return
+        if self.path.split("?")[0] != args.path:
+            self.send_text(404, "Not Found: no such file\n")
+            return
+
+        size = os.path.getsize(args.file)
+        if self.command == "HEAD":
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            return
+
+        rng = self.headers.get("Range")
+        if rng is None or not rng.startswith("bytes=") or "," in rng:
+            self.send_text(400, "Bad Request: only single byte ranges are served\n")
+            return
+        first, _, last = rng[len("bytes="):].partition("-")
+        start, end = int(first), min(int(last), size - 1)
+        if start > end:
+            self.send_text(416, "Range Not Satisfiable\n",
+                           [("Content-Range", "bytes */%d" % size)])
+            return
+        with open(args.file, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start + 1)
+
+        length = len(data)
+        g = state.next_get()
+        if g <= args.truncate:
+            state.count("truncate")
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(data[: length // 2])
+            self.wfile.flush()
+            self.reset()
+            return
+        if g <= args.truncate + args.short:
+            state.count("short")
+            data = data[: length // 2]
+        self.send_response(206)
+        self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, addr, context, state):
+        self.context = context
+        self.state = state
+        super().__init__(addr, Handler)
+
+    def get_request(self):
+        # The handshake happens in the handler's thread, so a client that gives up on
+        # the certificate does not stall the accept loop.
+        sock, addr = self.socket.accept()
+        return self.context.wrap_socket(sock, server_side=True,
+                                        do_handshake_on_connect=False), addr
+
+    def handle_error(self, request, client_address):
+        err = sys.exc_info()[1]
+        if isinstance(err, (OSError, ValueError)):
+            sys.stderr.write("range_server: %s: %s\n" % (client_address, err))
+        else:
+            super().handle_error(request, client_address)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--file", required=True)
+    p.add_argument("--path", default="/disk")
+    p.add_argument("--port-file", required=True)
+    p.add_argument("--fail-503", type=int, default=0)
+    p.add_argument("--reset", type=int, default=0)
+    p.add_argument("--truncate", type=int, default=0)
+    p.add_argument("--short", type=int, default=0)
+    p.add_argument("--require-cookie")
+    args = p.parse_args()
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.cert, args.key)
+    state = State(args)
+    server = Server(("127.0.0.1", 0), context, state)
+
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("%d\n" % server.server_address[1])
+    os.rename(tmp, args.port_file)
+
+    def report(*_):
+        print("faults: " + " ".join("%s=%d" % kv for kv in sorted(state.counts.items())),
+              flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, report)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        report()
+
+
+if __name__ == "__main__":
+    main()
