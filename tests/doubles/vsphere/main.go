@@ -74,7 +74,7 @@ func main() {
 	flag.Float64Var(&opt.faultReset, "fault-reset", 0, "rate of connection resets on /folder GETs")
 	flag.Float64Var(&opt.faultTrunc, "fault-truncate", 0, "rate of truncated bodies on /folder GETs")
 	flag.IntVar(&opt.qcdaMax, "qcda-max-areas", 2000, "most changedArea entries per QueryChangedDiskAreas answer")
-	flag.Int64Var(&opt.qcdaWindow, "qcda-window", 0, "most bytes one QueryChangedDiskAreas answer covers (0: no limit)")
+	flag.Var((*sizeFlag)(&opt.qcdaWindow), "qcda-window", "most bytes one QueryChangedDiskAreas answer covers, K/M/G suffixes (0: no limit)")
 	flag.BoolVar(&opt.esx, "esx", false, "simulate a standalone ESXi host instead of vCenter")
 	flag.Int64Var(&opt.seed, "seed", 1, "seed of the fault injection randomness")
 	flag.StringVar(&opt.dsName, "datastore", "ferry ds 1", "name of the datastore holding the VMs")
@@ -161,6 +161,19 @@ func run() error {
 	_ = srv.Listener.Close()
 	dbl.model.closeAll()
 	return nil
+}
+
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return fmt.Sprint(int64(*s)) }
+func (s *sizeFlag) Set(v string) error {
+	if v == "0" {
+		*s = 0
+		return nil
+	}
+	n, err := parseSize(v)
+	*s = sizeFlag(n)
+	return err
 }
 
 // shq quotes s for a POSIX shell when it needs quoting.

@@ -372,12 +372,30 @@ func (d *double) qcda(w http.ResponseWriter, r *http.Request, req *types.QueryCh
 	})
 }
 
-// delayTask makes t look running until the task delay has passed.
-func (d *double) delayTask(t *simulator.Task, internal bool) {
+// vmodlNames are vSphere's TaskInfo name and descriptionId: the name is
+// the WSDL method name.  vcsim writes "CreateSnapshot", which pyvmomi
+// cannot resolve while the task is running.
+var vmodlNames = map[string][2]string{
+	"CreateSnapshot_Task": {"CreateSnapshot_Task", "VirtualMachine.createSnapshot"},
+	"RemoveSnapshot_Task": {"RemoveSnapshot_Task", "vm.Snapshot.remove"},
+	"ReconfigVM_Task":     {"ReconfigVM_Task", "VirtualMachine.reconfigure"},
+}
+
+// delayTask fixes t's name and makes it look running until the task delay
+// has passed.
+func (d *double) delayTask(t *simulator.Task, internal bool, method string) {
+	if t == nil {
+		return
+	}
+	if n, ok := vmodlNames[method]; ok {
+		info := t.Info
+		info.Name, info.DescriptionId = n[0], n[1]
+		simulator.Map.Update(t, []types.PropertyChange{{Name: "info", Val: info}})
+	}
 	d.mu.Lock()
 	delay := d.taskDelay
 	d.mu.Unlock()
-	if t == nil || internal || delay <= 0 {
+	if internal || delay <= 0 {
 		return
 	}
 	final := t.Info
@@ -427,7 +445,7 @@ func (d *double) createSnapshot(w http.ResponseWriter, r *http.Request, req *typ
 		}
 	}
 	m.mu.Unlock()
-	d.delayTask(t, internal)
+	d.delayTask(t, internal, "CreateSnapshot_Task")
 	copyRecorder(w, rec)
 }
 
@@ -495,7 +513,7 @@ func (d *double) removeSnapshot(w http.ResponseWriter, r *http.Request, req *typ
 			simulator.Map.Update(t, []types.PropertyChange{{Name: "info", Val: info}})
 		}
 	}
-	d.delayTask(t, internal)
+	d.delayTask(t, internal, "RemoveSnapshot_Task")
 	copyRecorder(w, rec)
 }
 
@@ -519,7 +537,7 @@ func (d *double) reconfigure(w http.ResponseWriter, r *http.Request, req *types.
 		d.setCBT(v, *req.Spec.ChangeTrackingEnabled)
 	}
 	m.mu.Unlock()
-	d.delayTask(t, internal)
+	d.delayTask(t, internal, "ReconfigVM_Task")
 	copyRecorder(w, rec)
 }
 

@@ -21,7 +21,7 @@ func (d *double) vmControl(ctx context.Context, w http.ResponseWriter, r *http.R
 	switch {
 	case r.Method == http.MethodGet && len(rest) == 0:
 		return d.vmJSON(v, true), 0, nil
-	case len(rest) == 4 && rest[0] == "disks":
+	case len(rest) == 3 && rest[0] == "disks":
 		key, err := strconv.Atoi(rest[1])
 		if err != nil {
 			return nil, 0, fmt.Errorf("disk key %q", rest[1])
