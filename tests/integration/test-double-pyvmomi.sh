@@ -2,6 +2,7 @@
 # The vSphere double, checked with an independent client (pyvmomi): login,
 # lookup, disks, snapshots, changeIds, QueryChangedDiskAreas with windows
 # and faults, RemoveSnapshot task info, delayed tasks, session expiry.
+# shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 
