@@ -9,7 +9,7 @@ set -euo pipefail
 
 requires curl cmp
 
-start_double
+start_double -seed 1
 control POST "/vms?name=basic%20vm&disks=8M&cbt=1&power=on" >/dev/null
 
 # Guest data: 1 MiB of a pattern at 64 KiB.
