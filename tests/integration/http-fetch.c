@@ -6,6 +6,9 @@
  * http_get_range calls, N threads taking 1 MiB chunks from a locked cursor, then prints
  * the pool's stats as "requests=N retries=N bytes=N reauths=N".  Used by
  * tests/integration/test-http-tls.sh.
+ *
+ * With --post BODY it POSTs BODY (not idempotent) to PATH instead and prints the answer as
+ * "status=N set_cookie=C body=B" (SIZE and OUT are then ignored).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +32,7 @@ static const char *path;
 static uint64_t size;
 static int out_fd;
 static const char *reauth_cookie;
+static const char *post_body;
 
 static pthread_mutex_t cursor_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t cursor;
@@ -84,7 +88,8 @@ usage (int status)
       status ? stderr : stdout,
       "usage: http-fetch [--cacert F] [--thumbprint T] [--no-verify] [--connections N]\n"
       "                  [--cookie C] [--reauth-cookie C] [--max-retries N]\n"
-      "                  [--backoff-ms MS] [--no-head] [--debug] URL-BASE PATH SIZE OUT\n");
+      "                  [--backoff-ms MS] [--no-head] [--debug] [--post BODY]\n"
+      "                  URL-BASE PATH SIZE OUT\n");
   exit (status);
 }
 
@@ -102,6 +107,7 @@ main (int argc, char *argv[])
     OPT_BACKOFF,
     OPT_NOHEAD,
     OPT_DEBUG,
+    OPT_POST,
     OPT_HELP
   };
   static const struct option long_options[] = {
@@ -115,6 +121,7 @@ main (int argc, char *argv[])
     { "backoff-ms", required_argument, NULL, OPT_BACKOFF },
     { "no-head", no_argument, NULL, OPT_NOHEAD },
     { "debug", no_argument, NULL, OPT_DEBUG },
+    { "post", required_argument, NULL, OPT_POST },
     { "help", no_argument, NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
   };
@@ -167,6 +174,9 @@ main (int argc, char *argv[])
       case OPT_DEBUG:
         ferry_debug_http = 1;
         break;
+      case OPT_POST:
+        post_body = optarg;
+        break;
       case OPT_HELP:
         usage (0);
         break;
@@ -179,6 +189,25 @@ main (int argc, char *argv[])
   config.base_url = argv[optind];
   path = argv[optind + 1];
   size = strtoull (argv[optind + 2], NULL, 10);
+
+  if (post_body) {
+    struct http_response resp;
+    const char *const headers[] = { "Content-Type: text/xml; charset=utf-8", NULL };
+    int r;
+
+    pool = http_pool_new (&config);
+    if (pool == NULL)
+      exit (1);
+    r = http_post (pool, path, headers, post_body, strlen (post_body), false, &resp);
+    if (r == 0)
+      printf ("status=%ld set_cookie=%s body=%s\n", resp.status,
+              resp.set_cookie ? resp.set_cookie : "(none)", resp.body);
+    http_response_reset (&resp);
+    http_pool_stats (pool, &stats);
+    printf ("requests=%" PRIu64 " retries=%" PRIu64 "\n", stats.requests, stats.retries);
+    http_pool_free (pool);
+    exit (r == 0 ? 0 : 1);
+  }
 
   out_fd = open (argv[optind + 3], O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (out_fd == -1 || ftruncate (out_fd, size) == -1) {

@@ -88,6 +88,26 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.serve()
 
+    def do_POST(self):
+        """A stand-in for /sdk: echo the body with a session cookie, or a SOAP fault."""
+        state = self.server.state
+        n = state.next_request()
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if n <= state.args.reset:
+            state.count("reset")
+            self.reset()
+            return
+        if n <= state.args.reset + state.args.fail_503:
+            state.count("503")
+            self.send_text(503, "Service Unavailable: fault injected\n",
+                           [("Retry-After", "0")])
+            return
+        if b"fault" in body:
+            self.send_text(500, "<Fault>InvalidArgument</Fault>\n")
+            return
+        self.send_text(200, "echo:" + body.decode(),
+                       [("Set-Cookie", "vmware_soap_session=abc; Path=/; HttpOnly")])
+
     def serve(self):
         state = self.server.state
         args = state.args

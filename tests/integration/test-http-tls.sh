@@ -136,6 +136,32 @@ for fault in "--fail-503 6" "--reset 5" "--truncate 4" "--short 3"; do
   stop_server
 done
 
+# POST (not idempotent): a 503 is repeated, the answer and its cookie come back; a SOAP
+# fault (500 with a body) is an answer, not repeated.
+start_server post --fail-503 2
+post ()
+{
+  local name=$1
+  shift
+  "$fetch" --cacert "$tmpdir/ca.pem" "$@" "$URL" /sdk 0 /dev/null >"$tmpdir/$name.log" 2>&1
+}
+post post --post hello || { show post; fail "POST failed"; }
+grep -qx 'status=200 set_cookie=vmware_soap_session=abc body=echo:hello' "$tmpdir/post.log" ||
+  { show post; fail "POST answer"; }
+grep -qx 'requests=3 retries=2' "$tmpdir/post.log" || { show post; fail "POST retries"; }
+post postfault --post fault || { show postfault; fail "POST of a fault failed"; }
+grep -qx 'status=500 set_cookie=(none) body=<Fault>InvalidArgument</Fault>' \
+  "$tmpdir/postfault.log" || { show postfault; fail "POST fault answer"; }
+grep -qx 'requests=1 retries=0' "$tmpdir/postfault.log" ||
+  { show postfault; fail "a SOAP fault was repeated"; }
+stop_server
+
+# POST after a reset: it may have been processed, so it is not repeated.
+start_server postreset --reset 1
+if post postreset --post hello; then show postreset; fail "a reset POST was repeated"; fi
+grep -q 'POST .*/sdk: .*reset' "$tmpdir/postreset.log" || { show postreset; fail "message"; }
+stop_server
+
 # Retries exhausted: a clear failure, not a hang.
 start_server exhausted --fail-503 100
 if fetch exhausted --cacert "$tmpdir/ca.pem" --no-head --max-retries 2 --connections 1; then
