@@ -608,4 +608,3 @@ func (d *double) syncDevices(v *vmState) {
 		})
 	}
 }
-
