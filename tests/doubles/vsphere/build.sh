@@ -20,11 +20,10 @@ esac
 build=$here/.build
 pkg=$build/gopath/src/vspheredouble
 mkdir -p "$build/gopath/src" "$build/gocache"
-# The package directory is a symlink to the sources, so edits need no copy.
-if [ ! -L "$pkg" ]; then
-    rm -rf "$pkg"
-    ln -s "$here" "$pkg"
-fi
+# The package directory is a symlink to the sources, so edits need no copy
+# (remade each time in case the checkout moved).
+rm -rf "$pkg"
+ln -s "$here" "$pkg"
 
 export GOPATH="$build/gopath:/usr/share/gocode"
 export GO111MODULE=off GOPROXY=off GOFLAGS='' GOCACHE="$build/gocache"
