@@ -12,7 +12,7 @@ CFLAGS     ?= -O2 -g
 WARN       := -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow -Wvla -Werror
 CPPFLAGS   += -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) nbdkit 2>/dev/null)
 ALL_CFLAGS  = $(WARN) -fPIC -pthread -MMD -MP $(CFLAGS) $(SAN)
-LIBS       := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
+LIBS        = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -pthread
 LDFLAGS    += $(SAN)
 
 ifeq ($(V),1)
@@ -34,8 +34,8 @@ DOUBLE        := tests/doubles/vsphere/vsphere-double
 
 OBJS := $(COMMON_SRC:.c=.o) $(PROVIDERS_SRC:.c=.o) $(PLUGIN_SRC:.c=.o) $(UNIT_SRC:.c=.o)
 
-.PHONY: all deps check check-unit check-integration check-asan check-valgrind bench install \
-        uninstall lint clean help double
+.PHONY: all deps check check-unit check-integration check-asan check-valgrind bench demo \
+        install uninstall lint clean clean-objs help double
 
 all: $(PLUGIN)
 
@@ -73,13 +73,17 @@ $(DOUBLE): $(wildcard tests/doubles/vsphere/*.go) tests/doubles/vsphere/build.sh
 deps:
 	$(Q)./scripts/deps.sh
 
-check: all $(UNIT_TESTS) $(DOUBLE) tests/integration/http-fetch
+# check installs what is missing first, then builds in a fresh make (so pkg-config sees the
+# newly installed libraries), then runs unit and integration tests.
+TEST_PROGS := $(UNIT_TESTS) $(DOUBLE) tests/integration/http-fetch
+check: deps
+	$(Q)$(MAKE) --no-print-directory all $(TEST_PROGS)
 	$(Q)tests/run-tests.sh $(UNIT_TESTS) -- $(sort $(wildcard tests/integration/test-*.sh))
 
 check-unit: $(UNIT_TESTS)
 	$(Q)tests/run-tests.sh $(UNIT_TESTS) --
 
-check-integration: all $(DOUBLE) tests/integration/http-fetch
+check-integration: all $(TEST_PROGS)
 	$(Q)tests/run-tests.sh -- $(sort $(wildcard tests/integration/test-*.sh))
 
 # A separate build with AddressSanitizer and UBSan; the plugin is loaded by nbdkit, so the
@@ -87,14 +91,20 @@ check-integration: all $(DOUBLE) tests/integration/http-fetch
 check-asan:
 	$(MAKE) clean-objs
 	$(MAKE) SAN="-fsanitize=address,undefined -fno-omit-frame-pointer" \
-	  CFLAGS="-O1 -g" FERRY_ASAN=1 check
-	$(MAKE) clean-objs
+	  CFLAGS="-O1 -g" all $(TEST_PROGS)
+	FERRY_ASAN=1 tests/run-tests.sh $(UNIT_TESTS) -- $(sort $(wildcard tests/integration/test-*.sh)); \
+	  rc=$$?; $(MAKE) clean-objs; exit $$rc
 
 check-valgrind: all $(UNIT_TESTS)
 	$(Q)FERRY_VALGRIND=1 tests/run-tests.sh $(UNIT_TESTS) --
 
-bench: all $(DOUBLE)
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all $(DOUBLE)
 	$(Q)bench/run.sh
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all $(DOUBLE)
+	$(Q)scripts/demo.sh
 
 install: all
 	install -d $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(MANDIR)/man1
@@ -117,7 +127,8 @@ lint:
 	clang-format --dry-run --Werror $(C_FILES)
 
 clean-objs:
-	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(PLUGIN) $(UNIT_TESTS)
+	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(PLUGIN) $(UNIT_TESTS) \
+	  tests/integration/http-fetch
 
 clean: clean-objs
 	rm -f $(DOUBLE) nbdkit-plugin/nbdkit-ferry-plugin.1

@@ -6,10 +6,10 @@ set -euo pipefail
 packages=(
   build-essential pkg-config perl
   libcurl4-openssl-dev libxml2-dev libssl-dev libjansson-dev
-  nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin
+  nbdkit nbdkit-plugin-dev libnbd-dev libnbd-bin python3-libnbd
   libcmocka-dev qemu-utils curl openssl
   golang-go golang-github-vmware-govmomi-dev python3-pyvmomi
-  cppcheck shellcheck clang-format valgrind time
+  cppcheck shellcheck clang-format valgrind time jq
 )
 
 missing=()

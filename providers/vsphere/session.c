@@ -134,7 +134,7 @@ vs_open (const struct vs_config *config)
     .connections = config->connections ? config->connections : 4,
     .connect_timeout = 30,
     .timeout = 2000, /* vCenter can be slow (virt-v2v uses 2000 s too) */
-    .max_retries = 8,
+    .max_retries = 5,
     .backoff_ms = 250,
     .reauth = reauth_cb,
     .reauth_opaque = s,

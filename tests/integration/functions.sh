@@ -9,12 +9,21 @@
 # starts with cleanup_fn so that nothing outlives it.  Exit 77 means skipped.
 # shellcheck shell=bash
 
+# Debian's tools first: nbdsh and pyvmomi need Debian's /usr/bin/python3, not another
+# python3 earlier in PATH.
+export PATH=/usr/bin:/bin:$PATH
+
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export top
 plugin=$top/nbdkit-plugin/nbdkit-ferry-plugin.so
 double=$top/tests/doubles/vsphere/vsphere-double
 tmpdir=$(mktemp -d "${TMPDIR:-/tmp}/ferry-test.XXXXXX")
 export tmpdir
+
+# make check-asan: the plugin is built with ASan, so nbdkit needs the runtime preloaded.
+if [ -n "${FERRY_ASAN:-}" ]; then
+  NBDKIT_PREFIX="env LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so) ASAN_OPTIONS=detect_leaks=0"
+fi
 
 _cleanup_fns=()
 cleanup_fn ()
@@ -32,6 +41,7 @@ _run_cleanups ()
   exit $status
 }
 trap _run_cleanups EXIT
+trap 'echo "$0: line $LINENO: command failed: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT TERM
 
 skip ()
@@ -89,15 +99,16 @@ control ()
 }
 
 # Start nbdkit with the ferry plugin on a private unix socket; sets SOCK and NBDKIT_PID.
-# Arguments are the plugin's key=value parameters.  Credentials come from the double.
+# Arguments are the plugin's key=value parameters.  Credentials come from the double;
+# TLS_ARGS replaces the default cacert= (e.g. TLS_ARGS="thumbprint=...").
 start_ferry ()
 {
   SOCK=$tmpdir/nbd.$RANDOM.sock
   local pidfile=$tmpdir/nbdkit.$RANDOM.pid
   printf '%s' "${PASSWORD:-pass}" >"$tmpdir/password"
-  $NBDKIT_PREFIX nbdkit -U "$SOCK" -P "$pidfile" ${NBDKIT_FLAGS:-} \
-    "$plugin" provider=vsphere server="$SERVER" user=user password=+"$tmpdir/password" \
-    cacert="$CACERT" "$@" 2>>"$tmpdir/nbdkit.err"
+  ${NBDKIT_PREFIX:-} nbdkit -U "$SOCK" -P "$pidfile" ${NBDKIT_FLAGS:-} \
+    "$plugin" provider=vsphere server="$SERVER" user="${FERRY_USER:-user}" password=+"$tmpdir/password" \
+    ${TLS_ARGS-cacert=$CACERT} "$@" 2>>"$tmpdir/nbdkit.err" || return 1
   NBDKIT_PID=$(cat "$pidfile")
   cleanup_fn "stop_ferry $NBDKIT_PID"
 }
@@ -105,7 +116,8 @@ start_ferry ()
 # Stop nbdkit and wait until it has exited (so its unload, e.g. snapshot removal, ran).
 stop_ferry ()
 {
-  local pid=$1
+  local pid=${1:-}
+  [ -n "$pid" ] || return 0
   kill "$pid" 2>/dev/null || return 0
   timeout=30 wait_for sh -c "! kill -0 $pid 2>/dev/null"
 }
@@ -113,4 +125,60 @@ stop_ferry ()
 nbd_uri ()
 {
   echo "nbd+unix:///${1:-}?socket=$SOCK"
+}
+
+# create_vm NAME QUERY: create a VM on the double (QUERY like "disks=4G&power=off&cbt=1");
+# prints its JSON.
+create_vm ()
+{
+  local name
+  name=$(jq -rn --arg v "$1" '$v|@uri')
+  control POST "/vms?name=$name&$2"
+}
+
+# vm_json NAME: the double's view of a VM.
+vm_json ()
+{
+  control GET "/vms/$(jq -rn --arg v "$1" '$v|@uri')"
+}
+
+# guest_write NAME KEY OFFSET FILE: write FILE into the VM's disk as its guest would.
+guest_write ()
+{
+  control PUT "/vms/$(jq -rn --arg v "$1" '$v|@uri')/disks/$2/data?offset=$3" \
+    --data-binary @"$4" -o /dev/null
+}
+
+# place_disk NAME KEY FILE: make the disk's content FILE (data regions only, sparse).
+place_disk ()
+{
+  control PUT "/vms/$(jq -rn --arg v "$1" '$v|@uri')/disks/$2/data?offset=0&path=$(jq -rn --arg v "$3" '$v|@uri')" -o /dev/null
+}
+
+# disk_view NAME KEY OUT [SNAPSHOT]: the disk as the guest sees it now (or at SNAPSHOT).
+disk_view ()
+{
+  local q=""
+  [ -z "${4:-}" ] || q="?snapshot=$4"
+  control GET "/vms/$(jq -rn --arg v "$1" '$v|@uri')/disks/$2/view$q" -o "$3"
+}
+
+# make_sparse_disk FILE SIZE AREAS...: a sparse file of SIZE with random data in each AREA
+# given as OFFSET:LENGTH in 64 KiB blocks.
+make_sparse_disk ()
+{
+  local file=$1 size=$2 area
+  shift 2
+  rm -f "$file"
+  truncate -s "$size" "$file"
+  for area in "$@"; do
+    dd if=/dev/urandom of="$file" bs=64K seek="${area%:*}" count="${area#*:}" \
+      conv=notrunc status=none
+  done
+}
+
+# data_map URI: the data extents nbdinfo --map reports, one "offset length" per line.
+data_map ()
+{
+  nbdinfo --map "$1" | awk '$3 == 0 { print $1, $2 }'
 }
