@@ -23,21 +23,32 @@ endif
 
 COMMON_SRC    := $(wildcard common/*.c)
 PROVIDERS_SRC := $(wildcard providers/*.c providers/vsphere/*.c)
+DISKCACHE_SRC := $(wildcard diskcache/*.c)
 PLUGIN_SRC    := $(wildcard nbdkit-plugin/*.c)
+FUSE_SRC      := $(wildcard fuse/*.c)
 UNIT_SRC      := $(wildcard tests/unit/test-*.c)
 
 COMMON_LIB    := common/libcommon.a
 PROVIDERS_LIB := providers/libproviders.a
+DISKCACHE_LIB := diskcache/libdiskcache.a
 PLUGIN        := nbdkit-plugin/nbdkit-ferry-plugin.so
+FERRYFS       := fuse/ferryfs
 UNIT_TESTS    := $(UNIT_SRC:.c=)
 DOUBLE        := tests/doubles/vsphere/vsphere-double
 
-OBJS := $(COMMON_SRC:.c=.o) $(PROVIDERS_SRC:.c=.o) $(PLUGIN_SRC:.c=.o) $(UNIT_SRC:.c=.o)
+# Libraries in dependency order (DESIGN.md): common <- providers <- diskcache.
+CORE_LIBS     := $(if $(DISKCACHE_SRC),$(DISKCACHE_LIB)) $(PROVIDERS_LIB) $(COMMON_LIB)
+FUSE_PKGS     := fuse3 libnbd jansson libguestfs
+FUSE_CFLAGS    = $(shell pkg-config --cflags $(FUSE_PKGS) 2>/dev/null)
+FUSE_LIBS      = $(shell pkg-config --libs $(FUSE_PKGS) 2>/dev/null)
+
+OBJS := $(COMMON_SRC:.c=.o) $(PROVIDERS_SRC:.c=.o) $(DISKCACHE_SRC:.c=.o) $(PLUGIN_SRC:.c=.o) \
+        $(FUSE_SRC:.c=.o) $(UNIT_SRC:.c=.o)
 
 .PHONY: all deps check check-unit check-integration check-asan check-valgrind bench demo \
         install uninstall lint clean clean-objs help double
 
-all: $(PLUGIN)
+all: $(PLUGIN) $(if $(FUSE_SRC),$(FERRYFS))
 
 %.o: %.c
 	@$(if $(Q),echo "  CC      $@")
@@ -51,17 +62,30 @@ $(PROVIDERS_LIB): $(PROVIDERS_SRC:.c=.o)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)$(AR) rcs $@ $^
 
-$(PLUGIN): $(PLUGIN_SRC:.c=.o) $(PROVIDERS_LIB) $(COMMON_LIB)
+$(DISKCACHE_LIB): $(DISKCACHE_SRC:.c=.o)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)$(AR) rcs $@ $^
+
+$(PLUGIN): $(PLUGIN_SRC:.c=.o) $(CORE_LIBS)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $(PLUGIN_SRC:.c=.o) $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS)
+	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $(PLUGIN_SRC:.c=.o) $(CORE_LIBS) $(LIBS)
+
+# ferryfs speaks NBD only: common + libnbd + libfuse3 (+ libguestfs for inspection.json).
+fuse/%.o: fuse/%.c
+	@$(if $(Q),echo "  CC      $@")
+	$(Q)$(CC) $(CPPFLAGS) $(FUSE_CFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+$(FERRYFS): $(FUSE_SRC:.c=.o) $(COMMON_LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(FUSE_SRC:.c=.o) $(COMMON_LIB) $(FUSE_LIBS) $(LIBS)
 
 # Unit tests link the libraries; a test may wrap seams with -Wl,--wrap= listed in
 # tests/unit/test-NAME.wrap (one symbol per line).
 # nbdkit-plugin/config.o holds the plugin's parameter checks, which need no nbdkit.
 UNIT_EXTRA := nbdkit-plugin/config.o
-tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(PROVIDERS_LIB) $(COMMON_LIB)
+tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(CORE_LIBS)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS) -lcmocka \
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(CORE_LIBS) $(LIBS) -lcmocka \
 	  $(if $(wildcard tests/unit/test-$*.wrap),$(addprefix -Wl$(comma)--wrap=,$(shell cat tests/unit/test-$*.wrap)))
 comma := ,
 
@@ -127,7 +151,8 @@ lint:
 	clang-format --dry-run --Werror $(C_FILES)
 
 clean-objs:
-	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(PLUGIN) $(UNIT_TESTS) \
+	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(DISKCACHE_LIB) $(PLUGIN) \
+	  $(FERRYFS) $(UNIT_TESTS) \
 	  tests/integration/http-fetch
 
 clean: clean-objs
