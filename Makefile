@@ -7,7 +7,7 @@ DESTDIR    ?=
 PLUGINDIR  ?= $(shell pkg-config nbdkit --variable=plugindir 2>/dev/null || echo $(PREFIX)/lib/nbdkit/plugins)
 
 CC         ?= gcc
-PKGS       := libcurl libxml-2.0 openssl
+PKGS       := libcurl libxml-2.0 openssl jansson
 CFLAGS     ?= -O2 -g
 WARN       := -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wshadow -Wvla -Werror
 CPPFLAGS   += -I. -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) nbdkit 2>/dev/null)

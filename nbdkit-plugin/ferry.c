@@ -10,15 +10,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
+
+#include <jansson.h>
 
 #include "common/log.h"
 #include "source.h"
 
 static struct source_config config = { .sslverify = true, .connections = 4 };
 static char *password;
+static const char *vm_json; /* write the VM's description here at start-up */
 static struct source *src;
 
 static void
@@ -96,6 +100,8 @@ ferry_config (const char *key, const char *value)
       return -1;
     config.sslverify = r;
   }
+  else if (strcmp (key, "vm-json") == 0)
+    vm_json = value;
   else if (strcmp (key, "connections") == 0) {
     if (nbdkit_parse_unsigned ("connections", value, &config.connections) == -1)
       return -1;
@@ -128,7 +134,8 @@ ferry_config_complete (void)
   "cacert=FILE               Trust the CAs in FILE.\n" \
   "thumbprint=AA:BB:..       Pin the server certificate (SHA-1 or SHA-256).\n" \
   "sslverify=false           Do not verify TLS (warns; for labs only).\n" \
-  "connections=N             Range requests in flight (default 4)."
+  "connections=N             Range requests in flight (default 4).\n" \
+  "vm-json=FILE              Write the VM's description (JSON) to FILE at start."
 
 /* PARALLEL: every callback is thread-safe — reads borrow a handle from the HTTP pool, the
  * per-disk allocated map is computed once under a lock, and nothing else changes after
@@ -142,11 +149,39 @@ ferry_thread_model (void)
   return NBDKIT_THREAD_MODEL_PARALLEL;
 }
 
+/* Write the VM's description atomically (a reader never sees half a file). */
+static int
+write_vm_json (void)
+{
+  json_t *j = source_describe (src, config.server);
+  char tmp[4096];
+  int r;
+
+  if (j == NULL)
+    return -1;
+  snprintf (tmp, sizeof tmp, "%s.tmp", vm_json);
+  r = json_dump_file (j, tmp, JSON_INDENT (2) | JSON_SORT_KEYS);
+  json_decref (j);
+  if (r == -1 || rename (tmp, vm_json) == -1) {
+    nbdkit_error ("vm-json=%s: cannot write the VM description: %m", vm_json);
+    unlink (tmp);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 ferry_get_ready (void)
 {
   src = source_open (&config);
-  return src ? 0 : -1;
+  if (src == NULL)
+    return -1;
+  if (vm_json && write_vm_json () == -1) {
+    source_close (src); /* removes a snapshot we made */
+    src = NULL;
+    return -1;
+  }
+  return 0;
 }
 
 static int

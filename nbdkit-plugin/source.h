@@ -52,6 +52,10 @@ int source_pread (struct source *src, size_t i, void *buf, uint32_t count, uint6
  */
 int source_allocated (struct source *src, size_t i, const extent_vector **map);
 
+/* The VM as vm.json shows it (see nbdkit-ferry-plugin.pod, vm-json=). */
+typedef struct json_t json_t;
+json_t *source_describe (struct source *src, const char *server);
+
 void source_stats (struct source *src, char *buf, size_t len);
 
 #endif /* FERRY_SOURCE_H */

@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "providers/vsphere/vsphere.h"
@@ -37,6 +39,7 @@ struct source {
   struct vs_session *session;
   struct vs_vm vm;
   char *snapshot;          /* moref being served, or NULL for the live disks */
+  char *snapshot_name;     /* the name we gave it, when we created it */
   bool created_snapshot;   /* we made it, so we remove it */
   disk_vector disks;       /* the served disks, as of the snapshot */
   struct source_disk *state;
@@ -111,6 +114,7 @@ choose_snapshot (struct source *src, const struct source_config *config)
               "when it exits. Safe to delete.");
     if (vs_create_snapshot (src->session, vm, name, desc, &src->snapshot) == -1)
       return -1;
+    src->snapshot_name = strdup (name);
     src->created_snapshot = true;
     return 0;
   }
@@ -257,6 +261,7 @@ source_close (struct source *src)
   disk_vector_free (&src->disks);
   vs_vm_free (&src->vm);
   free (src->snapshot);
+  free (src->snapshot_name);
   vs_close (src->session);
   free (src);
 }
@@ -361,4 +366,71 @@ source_stats (struct source *src, char *buf, size_t len)
   vs_stats (src->session, vs, sizeof vs);
   snprintf (buf, len, "%s, known-zero bytes not fetched %" PRIu64, vs,
             __atomic_load_n (&src->zero_bytes, __ATOMIC_RELAXED));
+}
+
+static json_t *
+json_string_or_null (const char *s)
+{
+  return s ? json_string (s) : json_null ();
+}
+
+json_t *
+source_describe (struct source *src, const char *server)
+{
+  const struct vs_vm *vm = &src->vm;
+  json_t *disks = json_array (), *nics = json_array (), *snap = json_null ();
+
+  for (size_t i = 0; i < src->disks.len; i++) {
+    const struct provider_disk *d = &src->disks.ptr[i];
+    const extent_vector *map;
+    json_t *allocated = json_null ();
+    if (source_allocated (src, i, &map) == -1)
+      goto err;
+    if (map) {
+      uint64_t sum = 0;
+      for (size_t e = 0; e < map->len; e++)
+        sum += map->ptr[e].length;
+      json_decref (allocated);
+      allocated = json_integer (sum);
+    }
+    json_array_append_new (
+      disks, json_pack ("{s:s, s:o, s:s, s:s, s:I, s:o, s:o, s:o}", "key", d->key, "label",
+                        json_string_or_null (d->label), "fileName", d->file_name, "export",
+                        d->export_name, "capacity", (json_int_t) d->capacity, "allocated",
+                        allocated, "changeId", json_string_or_null (d->change_id), "uuid",
+                        json_string_or_null (d->uuid)));
+  }
+  for (size_t i = 0; i < vm->nics.len; i++) {
+    const struct vs_nic *n = &vm->nics.ptr[i];
+    json_array_append_new (nics, json_pack ("{s:o, s:o, s:o, s:o}", "label",
+                                            json_string_or_null (n->label), "type",
+                                            json_string_or_null (n->type), "mac",
+                                            json_string_or_null (n->mac), "network",
+                                            json_string_or_null (n->network)));
+  }
+  if (src->snapshot) {
+    const char *name = NULL;
+    for (size_t i = 0; i < vm->snapshots.len; i++)
+      if (strcmp (vm->snapshots.ptr[i].moref, src->snapshot) == 0)
+        name = vm->snapshots.ptr[i].name;
+    json_decref (snap);
+    snap = json_pack ("{s:s, s:o, s:b}", "moref", src->snapshot, "name",
+                      json_string_or_null (name ? name : src->snapshot_name), "createdByFerry",
+                      src->created_snapshot);
+  }
+  return json_pack ("{s:s, s:o, s:o, s:o, s:o, s:i, s:I, s:o, s:o, s:o, s:o, s:o, s:{s:s, s:s}}",
+                    "moref", vm->moref, "name", json_string_or_null (vm->name), "uuid",
+                    json_string_or_null (vm->uuid), "instanceUuid",
+                    json_string_or_null (vm->instance_uuid), "guestId",
+                    json_string_or_null (vm->guest_id), "cpus", (int) vm->cpus, "memoryMB",
+                    (json_int_t) vm->memory_mb, "firmware", json_string_or_null (vm->firmware),
+                    "powerState", json_string_or_null (vm->power_state), "snapshot", snap,
+                    "disks", disks, "nics", nics, "source", "provider", "vsphere", "server",
+                    server);
+
+err:
+  json_decref (disks);
+  json_decref (nics);
+  json_decref (snap);
+  return NULL;
 }

@@ -266,8 +266,40 @@ find_vm_by_uuid (struct vs_session *s, const char *uuid)
 
 static const char *const vm_paths[] = {
   "name", "parent", "config.uuid", "config.instanceUuid", "config.changeTrackingEnabled",
-  "config.hardware.device", "runtime.powerState", "snapshot", NULL
+  "config.hardware.device", "config.hardware.numCPU", "config.hardware.memoryMB",
+  "config.firmware", "config.guestId", "runtime.powerState", "snapshot", NULL
 };
+
+/* Ethernet cards are the devices with a MAC address. */
+static int
+parse_nics (xmlNode *devices, nic_vector *nics)
+{
+  for (xmlNode *d = xml_child (devices, NULL); d; d = xml_next (d, NULL)) {
+    xmlNode *mac = xml_child (d, "macAddress");
+    xmlNode *backing;
+    struct vs_nic nic;
+
+    if (mac == NULL)
+      continue;
+    backing = xml_child (d, "backing");
+    nic = (struct vs_nic){
+      .label = xml_child_text (xml_child (d, "deviceInfo"), "label"),
+      .type = xml_type (d),
+      .mac = xml_text (mac),
+      .network = xml_child_text (backing, "deviceName"),
+    };
+    if (nic.network == NULL) /* distributed port group */
+      nic.network = xml_child_text (xml_child (backing, "port"), "portgroupKey");
+    if (nic_vector_append (nics, nic) == -1) {
+      free (nic.label);
+      free (nic.type);
+      free (nic.mac);
+      free (nic.network);
+      return -1;
+    }
+  }
+  return 0;
+}
 
 static int
 read_vm (struct vs_session *s, const char *ref, const char *datacenter, struct vs_vm *vm,
@@ -286,6 +318,16 @@ read_vm (struct vs_session *s, const char *ref, const char *datacenter, struct v
   vm->power_state = xml_text (vs_prop (obj, "runtime.powerState"));
   cbt = xml_text (vs_prop (obj, "config.changeTrackingEnabled"));
   vm->cbt_enabled = cbt && strcmp (cbt, "true") == 0;
+  vm->guest_id = xml_text (vs_prop (obj, "config.guestId"));
+  vm->firmware = xml_text (vs_prop (obj, "config.firmware"));
+  CLEANUP_FREE char *cpus = xml_text (vs_prop (obj, "config.hardware.numCPU"));
+  CLEANUP_FREE char *mem = xml_text (vs_prop (obj, "config.hardware.memoryMB"));
+  vm->cpus = cpus ? strtoul (cpus, NULL, 10) : 0;
+  vm->memory_mb = mem ? strtoull (mem, NULL, 10) : 0;
+  if (parse_nics (vs_prop (obj, "config.hardware.device"), &vm->nics) == -1) {
+    log_error ("%s: out of memory", ref);
+    goto err;
+  }
   snap = vs_prop (obj, "snapshot");
   if (snap && collect_snapshots (xml_child (snap, "rootSnapshotList"), &vm->snapshots) == -1) {
     log_error ("%s: cannot read the snapshot tree", ref);
@@ -353,7 +395,16 @@ vs_vm_free (struct vs_vm *vm)
   free (vm->uuid);
   free (vm->instance_uuid);
   free (vm->power_state);
+  free (vm->guest_id);
+  free (vm->firmware);
   free (vm->dc_path);
+  for (size_t i = 0; i < vm->nics.len; i++) {
+    free (vm->nics.ptr[i].label);
+    free (vm->nics.ptr[i].type);
+    free (vm->nics.ptr[i].mac);
+    free (vm->nics.ptr[i].network);
+  }
+  nic_vector_reset (&vm->nics);
   for (size_t i = 0; i < vm->snapshots.len; i++) {
     free (vm->snapshots.ptr[i].moref);
     free (vm->snapshots.ptr[i].name);

@@ -35,6 +35,15 @@ struct vs_snapshot {
 };
 DEFINE_VECTOR_TYPE (snapshot_vector, struct vs_snapshot);
 
+/* A network adapter. */
+struct vs_nic {
+  char *label;    /* "Network adapter 1" */
+  char *type;     /* VirtualVmxnet3, VirtualE1000e, ... */
+  char *mac;
+  char *network;  /* network or port group name/key */
+};
+DEFINE_VECTOR_TYPE (nic_vector, struct vs_nic);
+
 struct vs_vm {
   char *moref;
   char *name;
@@ -42,6 +51,11 @@ struct vs_vm {
   char *instance_uuid;
   char *power_state;     /* poweredOn, poweredOff, suspended */
   bool cbt_enabled;
+  char *guest_id;
+  char *firmware;        /* bios or efi */
+  unsigned cpus;
+  uint64_t memory_mb;
+  nic_vector nics;
   char *dc_path;         /* inventory path of its datacenter, for /folder */
   snapshot_vector snapshots;
   disk_vector disks;     /* as the VM's live config shows them */
