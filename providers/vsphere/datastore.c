@@ -59,5 +59,9 @@ int
 vs_read (struct vs_session *s, const char *flat_path, void *buf, size_t count,
          uint64_t offset)
 {
-  return http_get_range (s->pool, flat_path, buf, count, offset);
+  if (http_get_range (s->pool, flat_path, buf, count, offset) == -1)
+    return -1;
+  __atomic_add_fetch (&s->disk_reads, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&s->disk_bytes, count, __ATOMIC_RELAXED);
+  return 0;
 }

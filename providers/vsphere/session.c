@@ -190,8 +190,11 @@ vs_stats (struct vs_session *s, char *buf, size_t len)
 
   http_pool_stats (s->pool, &hs);
   snprintf (buf, len,
-            "soap calls %" PRIu64 ", re-logins %" PRIu64 ", http requests %" PRIu64
-            ", retries %" PRIu64 ", bytes fetched %" PRIu64,
+            "disk bytes fetched %" PRIu64 " in %" PRIu64 " range reads, soap calls %" PRIu64
+            ", re-logins %" PRIu64 ", http requests %" PRIu64 ", retries %" PRIu64
+            ", http body bytes %" PRIu64,
+            __atomic_load_n (&s->disk_bytes, __ATOMIC_RELAXED),
+            __atomic_load_n (&s->disk_reads, __ATOMIC_RELAXED),
             __atomic_load_n (&s->soap_calls, __ATOMIC_RELAXED),
             __atomic_load_n (&s->relogins, __ATOMIC_RELAXED), hs.requests, hs.retries,
             hs.bytes);

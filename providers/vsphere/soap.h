@@ -31,6 +31,8 @@ struct vs_session {
   bool logged_in;           /* Login answered with a session cookie */
   uint64_t soap_calls;      /* updated atomically */
   uint64_t relogins;
+  uint64_t disk_reads;      /* /folder range reads and their bytes */
+  uint64_t disk_bytes;
 };
 
 /* The envelope of METHOD on _this=(THIS_TYPE, THIS) with ARGS (already XML). Malloc'd. */
