@@ -8,7 +8,7 @@
 void
 cleanup_free (void *ptr)
 {
-  free (*(void **) ptr);
+  free (*(void **)ptr);
 }
 
 void

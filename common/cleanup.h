@@ -24,9 +24,9 @@ void cleanup_unlock (pthread_mutex_t **mutex);
 #define FERRY_UNIQUE(name) FERRY_CONCAT (name, __LINE__)
 
 /* Holds MUTEX until the end of the enclosing scope. */
-#define ACQUIRE_LOCK_FOR_CURRENT_SCOPE(mutex)                                  \
-  __attribute__ ((cleanup (cleanup_unlock))) pthread_mutex_t *FERRY_UNIQUE (  \
-      _lock) = (mutex);                                                        \
+#define ACQUIRE_LOCK_FOR_CURRENT_SCOPE(mutex)                                              \
+  __attribute__ ((cleanup (cleanup_unlock))) pthread_mutex_t *FERRY_UNIQUE (_lock) =       \
+      (mutex);                                                                             \
   pthread_mutex_lock (FERRY_UNIQUE (_lock))
 
 #endif /* FERRY_CLEANUP_H */

@@ -58,12 +58,11 @@ provider_export_name (const char *key, const char *label)
     bool dash = true;
     *p++ = '-';
     for (const char *s = label; *s; s++) {
-      unsigned char c = tolower ((unsigned char) *s);
+      unsigned char c = tolower ((unsigned char)*s);
       if (isalnum (c) || c == '.' || c == '_') {
         *p++ = c;
         dash = false;
-      }
-      else if (!dash) {
+      } else if (!dash) {
         *p++ = '-';
         dash = true;
       }

@@ -20,12 +20,12 @@ struct extent {
 DEFINE_VECTOR_TYPE (extent_vector, struct extent);
 
 struct provider_disk {
-  char *key;        /* the source's id of the disk: vSphere device key ("2000") */
-  char *label;      /* "Hard disk 1" */
-  char *file_name;  /* "[datastore1] vm/vm.vmdk" */
-  char *datastore;  /* "datastore1" */
-  char *uuid;       /* backing uuid, may be NULL */
-  char *change_id;  /* change-tracking id of this state, NULL when CBT is off */
+  char *key;         /* the source's id of the disk: vSphere device key ("2000") */
+  char *label;       /* "Hard disk 1" */
+  char *file_name;   /* "[datastore1] vm/vm.vmdk" */
+  char *datastore;   /* "datastore1" */
+  char *uuid;        /* backing uuid, may be NULL */
+  char *change_id;   /* change-tracking id of this state, NULL when CBT is off */
   char *export_name; /* "2000-hard-disk-1": safe as an NBD export or file name */
   uint64_t capacity;
 };

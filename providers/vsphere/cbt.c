@@ -27,7 +27,7 @@ vs_parse_change_id (const char *change_id, char *uuid, size_t uuid_len, uint64_t
   n = slash - change_id;
   for (size_t i = 0; i < n; i++) {
     char c = change_id[i];
-    if (isxdigit ((unsigned char) c))
+    if (isxdigit ((unsigned char)c))
       hex++;
     else if (c != ' ' && c != '-')
       return -1;
@@ -35,7 +35,7 @@ vs_parse_change_id (const char *change_id, char *uuid, size_t uuid_len, uint64_t
   if (hex != 32 || n >= uuid_len)
     return -1;
   for (const char *p = slash + 1; *p; p++)
-    if (!isdigit ((unsigned char) *p))
+    if (!isdigit ((unsigned char)*p))
       return -1;
   *seq = strtoull (slash + 1, &end, 10);
   memcpy (uuid, change_id, n);
@@ -67,32 +67,38 @@ vs_query_changed (struct vs_session *s, const struct vs_vm *vm, const char *snap
     xmlNode *ret;
     uint64_t wstart, wlen;
 
-    if (esnap && asprintf (&snap_arg, "<snapshot type=\"VirtualMachineSnapshot\">%s</snapshot>",
-                           esnap) == -1)
+    if (esnap &&
+        asprintf (&snap_arg, "<snapshot type=\"VirtualMachineSnapshot\">%s</snapshot>",
+                  esnap) == -1)
       return -1;
-    if (asprintf (&args, "%s<deviceKey>%s</deviceKey><startOffset>%" PRIu64 "</startOffset>"
-                  "<changeId>%s</changeId>", snap_arg ? snap_arg : "", disk->key, start, ecid)
-        == -1)
+    if (asprintf (&args,
+                  "%s<deviceKey>%s</deviceKey><startOffset>%" PRIu64 "</startOffset>"
+                  "<changeId>%s</changeId>",
+                  snap_arg ? snap_arg : "", disk->key, start, ecid) == -1)
       return -1;
     if (soap_call (s, ctx, "QueryChangedDiskAreas", "VirtualMachine", vm->moref, args, true,
                    &doc, &ret, fault) == -1)
       return -1;
     windows++;
-    if (!xml_child_u64 (ret, "startOffset", &wstart) || !xml_child_u64 (ret, "length", &wlen)
-        || wstart != start || wlen == 0 || wlen > disk->capacity - start) {
-      log_error ("%s: QueryChangedDiskAreas: the answer for offset %" PRIu64
-                 " has no valid window (start/length missing, zero or past the capacity %"
-                 PRIu64 ")", ctx, start, disk->capacity);
+    if (!xml_child_u64 (ret, "startOffset", &wstart) ||
+        !xml_child_u64 (ret, "length", &wlen) || wstart != start || wlen == 0 ||
+        wlen > disk->capacity - start) {
+      log_error (
+          "%s: QueryChangedDiskAreas: the answer for offset %" PRIu64
+          " has no valid window (start/length missing, zero or past the capacity %" PRIu64
+          ")",
+          ctx, start, disk->capacity);
       xmlFreeDoc (doc);
       return -1;
     }
     for (xmlNode *a = xml_child (ret, "changedArea"); a; a = xml_next (a, "changedArea")) {
       uint64_t off, len;
-      if (!xml_child_u64 (a, "start", &off) || !xml_child_u64 (a, "length", &len)
-          || off < wstart || len > wstart + wlen - off
-          || (areas->len > 0 && off < areas->ptr[areas->len - 1].offset)) {
-        log_error ("%s: QueryChangedDiskAreas: an area outside its window [%" PRIu64 ", +%"
-                   PRIu64 ") or out of order", ctx, wstart, wlen);
+      if (!xml_child_u64 (a, "start", &off) || !xml_child_u64 (a, "length", &len) ||
+          off < wstart || len > wstart + wlen - off ||
+          (areas->len > 0 && off < areas->ptr[areas->len - 1].offset)) {
+        log_error ("%s: QueryChangedDiskAreas: an area outside its window [%" PRIu64
+                   ", +%" PRIu64 ") or out of order",
+                   ctx, wstart, wlen);
         xmlFreeDoc (doc);
         return -1;
       }

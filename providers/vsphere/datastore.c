@@ -24,16 +24,15 @@ vs_folder_url (const char *datastore, const char *path, const char *dc_path)
 
   /* name.vmdk -> name-flat.vmdk */
   if (n > 5 && strcmp (path + n - 5, ".vmdk") == 0) {
-    if (asprintf (&flat, "%.*s-flat.vmdk", (int) (n - 5), path) == -1)
+    if (asprintf (&flat, "%.*s-flat.vmdk", (int)(n - 5), path) == -1)
       return NULL;
-  }
-  else if ((flat = strdup (path)) == NULL)
+  } else if ((flat = strdup (path)) == NULL)
     return NULL;
   qpath = http_quote (flat, true);
   qdc = http_quote (dc_path, false);
   qds = http_quote (datastore, false);
-  if (!qpath || !qdc || !qds
-      || asprintf (&url, "/folder/%s?dcPath=%s&dsName=%s", qpath, qdc, qds) == -1)
+  if (!qpath || !qdc || !qds ||
+      asprintf (&url, "/folder/%s?dcPath=%s&dsName=%s", qpath, qdc, qds) == -1)
     return NULL;
   return url;
 }

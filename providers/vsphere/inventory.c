@@ -9,9 +9,8 @@
 #include "soap.h"
 
 /* Backings that have a -flat extent and carry a changeId. */
-static const char *const flat_backings[] = {
-  "VirtualDiskFlatVer2BackingInfo", "VirtualDiskFlatVer1BackingInfo", NULL
-};
+static const char *const flat_backings[] = { "VirtualDiskFlatVer2BackingInfo",
+                                             "VirtualDiskFlatVer1BackingInfo", NULL };
 
 static bool
 is_flat_backing (const char *type)
@@ -103,7 +102,7 @@ vs_parse_disks (xmlNode *devices, disk_vector *disks)
 static int
 collect_snapshots (xmlNode *list, snapshot_vector *v)
 {
-  for (xmlNode *t = list; t; t = xml_next (t, (const char *) list->name)) {
+  for (xmlNode *t = list; t; t = xml_next (t, (const char *)list->name)) {
     struct vs_snapshot snap = {
       .moref = xml_child_text (t, "snapshot"),
       .name = xml_child_text (t, "name"),
@@ -136,11 +135,11 @@ find_dc_path (struct vs_session *s, const char *vm_ref, xmlNode *vm_parent)
   for (int depth = 0; ref && type && depth < 64; depth++) {
     xmlDoc *doc;
     xmlNode *obj;
-    if (vs_retrieve (s, (const char *) type, ref, paths, &doc, &obj, NULL) == -1)
+    if (vs_retrieve (s, (const char *)type, ref, paths, &doc, &obj, NULL) == -1)
       break;
     CLEANUP_FREE char *name = xml_text (vs_prop (obj, "name"));
     xmlNode *parent = vs_prop (obj, "parent");
-    bool is_dc = strcmp ((const char *) type, "Datacenter") == 0;
+    bool is_dc = strcmp ((const char *)type, "Datacenter") == 0;
     if (is_dc)
       in_dc = true;
     if (in_dc && parent && name) {
@@ -182,8 +181,10 @@ find_vm_by_name (struct vs_session *s, const char *name)
     log_error ("%s: the server has no ViewManager, use vm=MOREF", s->server);
     return NULL;
   }
-  if (asprintf (&args, "<container type=\"Folder\">%s</container><type>VirtualMachine</type>"
-                "<recursive>true</recursive>", s->root_folder) == -1)
+  if (asprintf (&args,
+                "<container type=\"Folder\">%s</container><type>VirtualMachine</type>"
+                "<recursive>true</recursive>",
+                s->root_folder) == -1)
     return NULL;
   if (soap_call (s, s->server, "CreateContainerView", "ViewManager", s->view_manager, args,
                  true, &doc, &ret, NULL) == -1)
@@ -192,12 +193,14 @@ find_vm_by_name (struct vs_session *s, const char *name)
   xmlFreeDoc (doc);
   free (args);
   args = NULL;
-  if (asprintf (&args,
-                "<specSet><propSet><type>VirtualMachine</type><pathSet>name</pathSet></propSet>"
-                "<objectSet><obj type=\"ContainerView\">%s</obj><skip>true</skip>"
-                "<selectSet xsi:type=\"TraversalSpec\"><name>view</name>"
-                "<type>ContainerView</type><path>view</path><skip>false</skip></selectSet>"
-                "</objectSet></specSet><options></options>", view) == -1)
+  if (asprintf (
+          &args,
+          "<specSet><propSet><type>VirtualMachine</type><pathSet>name</pathSet></propSet>"
+          "<objectSet><obj type=\"ContainerView\">%s</obj><skip>true</skip>"
+          "<selectSet xsi:type=\"TraversalSpec\"><name>view</name>"
+          "<type>ContainerView</type><path>view</path><skip>false</skip></selectSet>"
+          "</objectSet></specSet><options></options>",
+          view) == -1)
     return NULL;
 
   const char *method = "RetrievePropertiesEx";
@@ -248,8 +251,10 @@ find_vm_by_uuid (struct vs_session *s, const char *uuid)
     CLEANUP_FREE char *args = NULL;
     xmlDoc *doc;
     xmlNode *ret;
-    if (asprintf (&args, "<uuid>%s</uuid><vmSearch>true</vmSearch>"
-                  "<instanceUuid>%s</instanceUuid>", euuid, instance ? "true" : "false") == -1)
+    if (asprintf (&args,
+                  "<uuid>%s</uuid><vmSearch>true</vmSearch>"
+                  "<instanceUuid>%s</instanceUuid>",
+                  euuid, instance ? "true" : "false") == -1)
       return NULL;
     if (soap_call (s, s->server, "FindByUuid", "SearchIndex", s->search_index, args, true,
                    &doc, &ret, NULL) == -1)
@@ -264,11 +269,19 @@ find_vm_by_uuid (struct vs_session *s, const char *uuid)
   return NULL;
 }
 
-static const char *const vm_paths[] = {
-  "name", "parent", "config.uuid", "config.instanceUuid", "config.changeTrackingEnabled",
-  "config.hardware.device", "config.hardware.numCPU", "config.hardware.memoryMB",
-  "config.firmware", "config.guestId", "runtime.powerState", "snapshot", NULL
-};
+static const char *const vm_paths[] = { "name",
+                                        "parent",
+                                        "config.uuid",
+                                        "config.instanceUuid",
+                                        "config.changeTrackingEnabled",
+                                        "config.hardware.device",
+                                        "config.hardware.numCPU",
+                                        "config.hardware.memoryMB",
+                                        "config.firmware",
+                                        "config.guestId",
+                                        "runtime.powerState",
+                                        "snapshot",
+                                        NULL };
 
 /* Ethernet cards are the devices with a MAC address. */
 static int
@@ -329,7 +342,8 @@ read_vm (struct vs_session *s, const char *ref, const char *datacenter, struct v
     goto err;
   }
   snap = vs_prop (obj, "snapshot");
-  if (snap && collect_snapshots (xml_child (snap, "rootSnapshotList"), &vm->snapshots) == -1) {
+  if (snap &&
+      collect_snapshots (xml_child (snap, "rootSnapshotList"), &vm->snapshots) == -1) {
     log_error ("%s: cannot read the snapshot tree", ref);
     goto err;
   }
@@ -339,8 +353,8 @@ read_vm (struct vs_session *s, const char *ref, const char *datacenter, struct v
     log_error ("%s (%s): the VM has no virtual disks", ref, vm->name ? vm->name : "?");
     goto err;
   }
-  vm->dc_path = datacenter ? strdup (datacenter)
-                           : find_dc_path (s, ref, vs_prop (obj, "parent"));
+  vm->dc_path =
+      datacenter ? strdup (datacenter) : find_dc_path (s, ref, vs_prop (obj, "parent"));
   if (vm->dc_path == NULL)
     goto err;
   xmlFreeDoc (doc);
@@ -367,8 +381,8 @@ vs_find_vm (struct vs_session *s, const char *which, bool by_uuid, const char *d
     r = read_vm (s, which, datacenter, vm, &fault);
     if (r == 0)
       return 0;
-    bool not_found = fault.type && (strcmp (fault.type, "ManagedObjectNotFound") == 0
-                                    || strcmp (fault.type, "InvalidArgument") == 0);
+    bool not_found = fault.type && (strcmp (fault.type, "ManagedObjectNotFound") == 0 ||
+                                    strcmp (fault.type, "InvalidArgument") == 0);
     if (fault.type && !not_found)
       log_error ("%s: RetrievePropertiesEx: %s: %s", which, fault.type,
                  fault.message ? fault.message : "");

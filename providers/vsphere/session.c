@@ -30,8 +30,8 @@ read_service_content (struct vs_session *s)
   xmlNode *ret, *about;
   CLEANUP_FREE char *version = NULL;
 
-  if (soap_call (s, s->server, "RetrieveServiceContent", "ServiceInstance", "ServiceInstance",
-                 NULL, true, &doc, &ret, NULL) == -1)
+  if (soap_call (s, s->server, "RetrieveServiceContent", "ServiceInstance",
+                 "ServiceInstance", NULL, true, &doc, &ret, NULL) == -1)
     return -1;
   s->session_manager = xml_child_text (ret, "sessionManager");
   s->property_collector = xml_child_text (ret, "propertyCollector");
@@ -42,8 +42,8 @@ read_service_content (struct vs_session *s)
   s->api_type = xml_child_text (about, "apiType");
   version = xml_child_text (about, "apiVersion");
   xmlFreeDoc (doc);
-  if (!s->session_manager || !s->property_collector || !s->search_index || !s->root_folder
-      || !version) {
+  if (!s->session_manager || !s->property_collector || !s->search_index ||
+      !s->root_folder || !version) {
     log_error ("%s: RetrieveServiceContent: the answer lacks the session manager, property "
                "collector, search index, root folder or API version; is this vSphere?",
                s->server);
@@ -64,9 +64,9 @@ vs_login (struct vs_session *s)
   xmlNode *ret;
   int r;
 
-  if (user == NULL || password == NULL
-      || asprintf (&args, "<userName>%s</userName><password>%s</password>", user, password)
-             == -1) {
+  if (user == NULL || password == NULL ||
+      asprintf (&args, "<userName>%s</userName><password>%s</password>", user, password) ==
+          -1) {
     log_error ("%s: Login: out of memory", s->server);
     return -1;
   }
@@ -120,7 +120,8 @@ vs_open (const struct vs_config *config)
   s->server = strdup (config->server);
   s->user = strdup (config->user);
   s->password = strdup (config->password);
-  if (!s->server || !s->user || !s->password || asprintf (&base, "https://%s", config->server) == -1) {
+  if (!s->server || !s->user || !s->password ||
+      asprintf (&base, "https://%s", config->server) == -1) {
     log_error ("%s: out of memory", config->server);
     goto err;
   }

@@ -36,8 +36,7 @@ soap_envelope (const char *method, const char *this_type, const char *this_ref,
                 " xmlns:xsi=\"" XSI_NS "\">"
                 "<soapenv:Body><%s xmlns=\"" VIM25_NS "\">"
                 "<_this type=\"%s\">%s</_this>%s</%s></soapenv:Body></soapenv:Envelope>",
-                method, this_type, ref, args ? args : "", method)
-      == -1)
+                method, this_type, ref, args ? args : "", method) == -1)
     return NULL;
   return buf;
 }
@@ -64,7 +63,7 @@ fault_type (xmlNode *fault)
     type = xml_type (first);
     if (type)
       return type;
-    type = strdup ((const char *) first->name);
+    type = strdup ((const char *)first->name);
     if (type) {
       size_t n = strlen (type);
       if (n > 5 && strcmp (type + n - 5, "Fault") == 0)
@@ -85,13 +84,12 @@ soap_parse (const char *body, size_t len, long status, xmlDoc **docp, xmlNode **
   *docp = NULL;
   *ret = NULL;
   doc = xmlReadMemory (body, len, "soap.xml", NULL,
-                       XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR
-                           | XML_PARSE_NOWARNING);
+                       XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+                           XML_PARSE_NOWARNING);
   if (doc == NULL) {
     fault->type = strdup ("InvalidResponse");
     if (asprintf (&fault->message, "HTTP %ld, not a SOAP answer: %.200s", status,
-                  body ? body : "")
-        == -1)
+                  body ? body : "") == -1)
       fault->message = NULL;
     return -1;
   }
@@ -105,7 +103,7 @@ soap_parse (const char *body, size_t len, long status, xmlDoc **docp, xmlNode **
       fault->message = NULL;
     return -1;
   }
-  if (strcmp ((const char *) first->name, "Fault") == 0) {
+  if (strcmp ((const char *)first->name, "Fault") == 0) {
     fault->type = fault_type (first);
     fault->message = xml_child_text (first, "faultstring");
     xmlFreeDoc (doc);
@@ -140,8 +138,8 @@ soap_call_once (struct vs_session *s, const char *ctx, const char *method,
 
   snprintf (action, sizeof action, "SOAPAction: \"%s\"", s->soap_action);
   __atomic_add_fetch (&s->soap_calls, 1, __ATOMIC_RELAXED);
-  if (http_post (s->pool, "/sdk", headers, envelope, strlen (envelope), idempotent, &resp)
-      == -1) {
+  if (http_post (s->pool, "/sdk", headers, envelope, strlen (envelope), idempotent,
+                 &resp) == -1) {
     log_error ("%s: %s: no answer from %s", ctx, method, s->server);
     return -2;
   }
@@ -167,8 +165,8 @@ soap_call (struct vs_session *s, const char *ctx, const char *method, const char
   CLEANUP_FREE char *envelope = soap_envelope (method, this_type, this_ref, args);
   struct vs_fault local = { 0 };
   struct vs_fault *f = fault ? fault : &local;
-  bool may_relogin = strcmp (method, "Login") != 0
-                     && strcmp (method, "RetrieveServiceContent") != 0;
+  bool may_relogin =
+      strcmp (method, "Login") != 0 && strcmp (method, "RetrieveServiceContent") != 0;
   int r;
 
   if (envelope == NULL) {
@@ -182,7 +180,8 @@ soap_call (struct vs_session *s, const char *ctx, const char *method, const char
       return -1;
     if (r == 0)
       return 0;
-    if (attempt == 0 && may_relogin && f->type && strcmp (f->type, "NotAuthenticated") == 0) {
+    if (attempt == 0 && may_relogin && f->type &&
+        strcmp (f->type, "NotAuthenticated") == 0) {
       vs_fault_reset (f);
       if (vs_relogin (s, generation) == -1)
         return -1;
@@ -218,8 +217,10 @@ vs_retrieve (struct vs_session *s, const char *type, const char *ref,
   fprintf (fp, "<specSet><propSet><type>%s</type>", type);
   for (size_t i = 0; paths[i]; i++)
     fprintf (fp, "<pathSet>%s</pathSet>", paths[i]);
-  fprintf (fp, "</propSet><objectSet><obj type=\"%s\">%s</obj><skip>false</skip>"
-           "</objectSet></specSet><options></options>", type, eref);
+  fprintf (fp,
+           "</propSet><objectSet><obj type=\"%s\">%s</obj><skip>false</skip>"
+           "</objectSet></specSet><options></options>",
+           type, eref);
   fclose (fp);
 
   if (soap_call (s, ref, "RetrievePropertiesEx", "PropertyCollector", s->property_collector,
@@ -232,8 +233,7 @@ vs_retrieve (struct vs_session *s, const char *type, const char *ref,
     if (fault) {
       fault->type = strdup ("ManagedObjectNotFound");
       fault->message = strdup ("no such object");
-    }
-    else
+    } else
       log_error ("%s %s: RetrievePropertiesEx: the object does not exist", type, ref);
     return -1;
   }

@@ -20,18 +20,18 @@ struct vs_session {
   char *server;
   char *user;
   char *password;
-  char soap_action[64];     /* "urn:vim25/<apiVersion>" */
-  char *session_manager;    /* morefs from the ServiceContent */
+  char soap_action[64];  /* "urn:vim25/<apiVersion>" */
+  char *session_manager; /* morefs from the ServiceContent */
   char *property_collector;
   char *search_index;
   char *root_folder;
   char *view_manager;
-  char *api_type;           /* HostAgent (ESXi) or VirtualCenter */
+  char *api_type; /* HostAgent (ESXi) or VirtualCenter */
   pthread_mutex_t login_lock;
-  bool logged_in;           /* Login answered with a session cookie */
-  uint64_t soap_calls;      /* updated atomically */
+  bool logged_in;      /* Login answered with a session cookie */
+  uint64_t soap_calls; /* updated atomically */
   uint64_t relogins;
-  uint64_t disk_reads;      /* /folder range reads and their bytes */
+  uint64_t disk_reads; /* /folder range reads and their bytes */
   uint64_t disk_bytes;
 };
 
@@ -46,8 +46,8 @@ char *soap_envelope (const char *method, const char *this_type, const char *this
  * failure?
  */
 int soap_call (struct vs_session *s, const char *ctx, const char *method,
-               const char *this_type, const char *this_ref, const char *args, bool idempotent,
-               xmlDoc **doc, xmlNode **ret, struct vs_fault *fault);
+               const char *this_type, const char *this_ref, const char *args,
+               bool idempotent, xmlDoc **doc, xmlNode **ret, struct vs_fault *fault);
 
 /* Parse an HTTP answer to a SOAP call (pure, for tests). */
 int soap_parse (const char *body, size_t len, long status, xmlDoc **doc, xmlNode **ret,

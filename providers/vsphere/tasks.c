@@ -91,9 +91,11 @@ vs_create_snapshot (struct vs_session *s, const struct vs_vm *vm, const char *na
   CLEANUP_FREE char *edesc = xml_escape (description);
   CLEANUP_FREE char *args = NULL;
 
-  if (ename == NULL || edesc == NULL
-      || asprintf (&args, "<name>%s</name><description>%s</description>"
-                   "<memory>false</memory><quiesce>false</quiesce>", ename, edesc) == -1) {
+  if (ename == NULL || edesc == NULL ||
+      asprintf (&args,
+                "<name>%s</name><description>%s</description>"
+                "<memory>false</memory><quiesce>false</quiesce>",
+                ename, edesc) == -1) {
     log_error ("%s: CreateSnapshot_Task: out of memory", vm->moref);
     return -1;
   }
@@ -125,5 +127,6 @@ int
 vs_enable_cbt (struct vs_session *s, const struct vs_vm *vm)
 {
   return run_task (s, vm->moref, "ReconfigVM_Task", "VirtualMachine", vm->moref,
-                   "<spec><changeTrackingEnabled>true</changeTrackingEnabled></spec>", NULL);
+                   "<spec><changeTrackingEnabled>true</changeTrackingEnabled></spec>",
+                   NULL);
 }

@@ -1,4 +1,5 @@
-/* ferry: the vSphere provider — SOAP session, inventory, snapshots, CBT and datastore reads.
+/* ferry: the vSphere provider — SOAP session, inventory, snapshots, CBT and datastore
+ * reads.
  *
  * One vs_session talks to one vCenter or ESXi: SOAP on POST /sdk and disk bytes on
  * GET /folder, both through one HTTP pool that carries the vmware_soap_session cookie.  The
@@ -19,9 +20,9 @@
 struct vs_session;
 
 struct vs_config {
-  const char *server;     /* HOST[:PORT] */
+  const char *server; /* HOST[:PORT] */
   const char *user;
-  const char *password;   /* copied; wiped at close */
+  const char *password; /* copied; wiped at close */
   const char *cacert;
   const char *thumbprint;
   bool sslverify;
@@ -37,28 +38,28 @@ DEFINE_VECTOR_TYPE (snapshot_vector, struct vs_snapshot);
 
 /* A network adapter. */
 struct vs_nic {
-  char *label;    /* "Network adapter 1" */
-  char *type;     /* VirtualVmxnet3, VirtualE1000e, ... */
+  char *label; /* "Network adapter 1" */
+  char *type;  /* VirtualVmxnet3, VirtualE1000e, ... */
   char *mac;
-  char *network;  /* network or port group name/key */
+  char *network; /* network or port group name/key */
 };
 DEFINE_VECTOR_TYPE (nic_vector, struct vs_nic);
 
 struct vs_vm {
   char *moref;
   char *name;
-  char *uuid;            /* BIOS uuid (config.uuid) */
+  char *uuid; /* BIOS uuid (config.uuid) */
   char *instance_uuid;
-  char *power_state;     /* poweredOn, poweredOff, suspended */
+  char *power_state; /* poweredOn, poweredOff, suspended */
   bool cbt_enabled;
   char *guest_id;
-  char *firmware;        /* bios or efi */
+  char *firmware; /* bios or efi */
   unsigned cpus;
   uint64_t memory_mb;
   nic_vector nics;
-  char *dc_path;         /* inventory path of its datacenter, for /folder */
+  char *dc_path; /* inventory path of its datacenter, for /folder */
   snapshot_vector snapshots;
-  disk_vector disks;     /* as the VM's live config shows them */
+  disk_vector disks; /* as the VM's live config shows them */
 };
 
 /* A SOAP fault, returned to callers that want to decide themselves. */
@@ -77,8 +78,8 @@ void vs_stats (struct vs_session *s, char *buf, size_t len);
  * uuid.  DATACENTER, if given, overrides the datacenter path found by walking the VM's
  * parents.
  */
-int vs_find_vm (struct vs_session *s, const char *which, bool by_uuid, const char *datacenter,
-                struct vs_vm *vm);
+int vs_find_vm (struct vs_session *s, const char *which, bool by_uuid,
+                const char *datacenter, struct vs_vm *vm);
 void vs_vm_free (struct vs_vm *vm);
 
 /* The disks as of snapshot SNAP (their changeIds are the snapshot's). */

@@ -16,8 +16,8 @@
 static bool
 is_element (xmlNode *node, const char *name)
 {
-  return node->type == XML_ELEMENT_NODE
-         && (name == NULL || strcmp ((const char *) node->name, name) == 0);
+  return node->type == XML_ELEMENT_NODE &&
+         (name == NULL || strcmp ((const char *)node->name, name) == 0);
 }
 
 xmlNode *
@@ -53,7 +53,7 @@ xml_text (xmlNode *node)
   content = xmlNodeGetContent (node);
   if (content == NULL)
     return NULL;
-  ret = strdup ((const char *) content);
+  ret = strdup ((const char *)content);
   xmlFree (content);
   return ret;
 }
@@ -95,8 +95,8 @@ xml_type (xmlNode *node)
   if (type == NULL)
     return NULL;
   /* The value may itself carry a prefix ("vim25:VirtualDisk"). */
-  colon = strchr ((const char *) type, ':');
-  ret = strdup (colon ? colon + 1 : (const char *) type);
+  colon = strchr ((const char *)type, ':');
+  ret = strdup (colon ? colon + 1 : (const char *)type);
   xmlFree (type);
   return ret;
 }
@@ -112,12 +112,23 @@ xml_escape (const char *s)
     return NULL;
   for (; *s; s++) {
     switch (*s) {
-      case '&': fputs ("&amp;", fp); break;
-      case '<': fputs ("&lt;", fp); break;
-      case '>': fputs ("&gt;", fp); break;
-      case '"': fputs ("&quot;", fp); break;
-      case '\'': fputs ("&apos;", fp); break;
-      default: fputc (*s, fp);
+      case '&':
+        fputs ("&amp;", fp);
+        break;
+      case '<':
+        fputs ("&lt;", fp);
+        break;
+      case '>':
+        fputs ("&gt;", fp);
+        break;
+      case '"':
+        fputs ("&quot;", fp);
+        break;
+      case '\'':
+        fputs ("&apos;", fp);
+        break;
+      default:
+        fputc (*s, fp);
     }
   }
   if (fclose (fp) != 0) {

@@ -55,12 +55,15 @@ __wrap_soap_call (struct vs_session *s, const char *ctx, const char *method,
     if (windows[i].start != start)
       continue;
     fp = open_memstream (&buf, &len);
-    fprintf (fp, "<Envelope><Body><QueryChangedDiskAreasResponse><returnval>"
+    fprintf (fp,
+             "<Envelope><Body><QueryChangedDiskAreasResponse><returnval>"
              "<startOffset>%" PRIu64 "</startOffset><length>%" PRIu64 "</length>",
              windows[i].start, windows[i].length);
     for (int a = 0; a < windows[i].nareas; a++)
-      fprintf (fp, "<changedArea><start>%" PRIu64 "</start><length>%" PRIu64 "</length>"
-               "</changedArea>", windows[i].areas[a][0], windows[i].areas[a][1]);
+      fprintf (fp,
+               "<changedArea><start>%" PRIu64 "</start><length>%" PRIu64 "</length>"
+               "</changedArea>",
+               windows[i].areas[a][0], windows[i].areas[a][1]);
     fprintf (fp, "</returnval></QueryChangedDiskAreasResponse></Body></Envelope>");
     fclose (fp);
     int r = soap_parse (buf, len, 200, doc, ret, fault);
@@ -71,8 +74,8 @@ __wrap_soap_call (struct vs_session *s, const char *ctx, const char *method,
   return -1;
 }
 
-static struct vs_vm vm = { .moref = (char *) "vm-42" };
-static struct provider_disk disk = { .key = (char *) "2000", .capacity = 10 * MiB };
+static struct vs_vm vm = { .moref = (char *)"vm-42" };
+static struct provider_disk disk = { .key = (char *)"2000", .capacity = 10 * MiB };
 
 static int
 query (const struct window *w, int n, extent_vector *areas)
@@ -99,11 +102,12 @@ test_loops_past_empty_windows (void **state)
 
   assert_int_equal (query (w, 4, &areas), 0);
   assert_int_equal (calls, 4);
-  assert_true (requested[0] == 0 && requested[1] == 4 * MiB && requested[2] == 6 * MiB
-               && requested[3] == 8 * MiB);
+  assert_true (requested[0] == 0 && requested[1] == 4 * MiB && requested[2] == 6 * MiB &&
+               requested[3] == 8 * MiB);
   assert_int_equal (areas.len, 3);
   assert_true (areas.ptr[0].offset == 0 && areas.ptr[0].length == 64 * KiB);
-  assert_true (areas.ptr[1].offset == 4 * MiB - 64 * KiB && areas.ptr[1].length == 128 * KiB);
+  assert_true (areas.ptr[1].offset == 4 * MiB - 64 * KiB &&
+               areas.ptr[1].length == 128 * KiB);
   assert_true (areas.ptr[2].offset == 9 * MiB && areas.ptr[2].length == 128 * KiB);
   extent_vector_reset (&areas);
 }

@@ -23,8 +23,13 @@ static struct source_config
 good (void)
 {
   return (struct source_config){
-    .provider = "vsphere", .server = "vc.example:8443", .user = "admin",
-    .password = "secret", .vm = "vm-42", .sslverify = true, .connections = 4,
+    .provider = "vsphere",
+    .server = "vc.example:8443",
+    .user = "admin",
+    .password = "secret",
+    .vm = "vm-42",
+    .sslverify = true,
+    .connections = 4,
   };
 }
 
@@ -55,27 +60,40 @@ test_bad (void **state)
 {
   struct source_config c;
 
-  c = good (); c.provider = "hyperv";
+  c = good ();
+  c.provider = "hyperv";
   expect_error (c, "provider=hyperv");
-  c = good (); c.provider = NULL;
+  c = good ();
+  c.provider = NULL;
   expect_error (c, "provider=(missing)");
-  c = good (); c.password = NULL;
+  c = good ();
+  c.password = NULL;
   expect_error (c, "password=");
-  c = good (); c.server = "https://vc.example/sdk";
+  c = good ();
+  c.server = "https://vc.example/sdk";
   expect_error (c, "not a URL");
-  c = good (); c.vm = NULL;
+  c = good ();
+  c.vm = NULL;
   expect_error (c, "exactly one of vm=");
-  c = good (); c.vm_uuid = "x";
+  c = good ();
+  c.vm_uuid = "x";
   expect_error (c, "exactly one of vm=");
-  c = good (); c.cacert = "/ca.pem"; c.thumbprint = "AA";
+  c = good ();
+  c.cacert = "/ca.pem";
+  c.thumbprint = "AA";
   expect_error (c, "exclusive");
-  c = good (); c.sslverify = false; c.cacert = "/ca.pem";
+  c = good ();
+  c.sslverify = false;
+  c.cacert = "/ca.pem";
   expect_error (c, "sslverify=false cannot");
-  c = good (); c.thumbprint = "AA:BB:CC";
+  c = good ();
+  c.thumbprint = "AA:BB:CC";
   expect_error (c, "SHA-1 (20 bytes) or SHA-256");
-  c = good (); c.connections = 0;
+  c = good ();
+  c.connections = 0;
   expect_error (c, "between 1 and 64");
-  c = good (); c.connections = 65;
+  c = good ();
+  c.connections = 65;
   expect_error (c, "between 1 and 64");
 }
 

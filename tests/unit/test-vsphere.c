@@ -12,28 +12,29 @@
 
 #include "providers/vsphere/soap.h"
 
-/* The same VirtualDisk as vCenter writes it (xsi:) and as vcsim does (XMLSchema-instance:). */
+/* The same VirtualDisk as vCenter writes it (xsi:) and as vcsim does (XMLSchema-instance:).
+ */
 #define DEVICE_ANSWER(P, NSDECL)                                                           \
-  "<?xml version=\"1.0\"?><soapenv:Envelope "                                             \
-  "xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" " NSDECL ">"               \
-  "<soapenv:Body><RetrievePropertiesExResponse xmlns=\"urn:vim25\"><returnval><objects>"  \
-  "<obj type=\"VirtualMachine\">vm-42</obj><propSet><name>config.hardware.device</name>"  \
-  "<val " P ":type=\"ArrayOfVirtualDevice\">"                                             \
-  "<VirtualDevice " P ":type=\"VirtualIDEController\"><key>200</key></VirtualDevice>"     \
-  "<VirtualDevice " P ":type=\"VirtualDisk\"><key>2000</key>"                             \
-  "<deviceInfo><label>Hard disk 1</label></deviceInfo>"                                   \
-  "<backing " P ":type=\"VirtualDiskFlatVer2BackingInfo\">"                               \
+  "<?xml version=\"1.0\"?><soapenv:Envelope "                                              \
+  "xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" " NSDECL ">"                \
+  "<soapenv:Body><RetrievePropertiesExResponse xmlns=\"urn:vim25\"><returnval><objects>"   \
+  "<obj type=\"VirtualMachine\">vm-42</obj><propSet><name>config.hardware.device</name>"   \
+  "<val " P ":type=\"ArrayOfVirtualDevice\">"                                              \
+  "<VirtualDevice " P ":type=\"VirtualIDEController\"><key>200</key></VirtualDevice>"      \
+  "<VirtualDevice " P ":type=\"VirtualDisk\"><key>2000</key>"                              \
+  "<deviceInfo><label>Hard disk 1</label></deviceInfo>"                                    \
+  "<backing " P ":type=\"VirtualDiskFlatVer2BackingInfo\">"                                \
   "<fileName>[data store 1] web 01/web 01.vmdk</fileName>"                                 \
-  "<uuid>6000C291-aaaa</uuid>"                                                            \
-  "<changeId>52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63/81</changeId></backing>"     \
-  "<capacityInKB>4194304</capacityInKB><capacityInBytes>4294967296</capacityInBytes>"     \
-  "</VirtualDevice>"                                                                      \
-  "<VirtualDevice " P ":type=\"VirtualDisk\"><key>2001</key>"                             \
-  "<deviceInfo><label>Hard disk 2</label></deviceInfo>"                                   \
-  "<backing " P ":type=\"VirtualDiskFlatVer2BackingInfo\">"                               \
-  "<fileName>[ds2] web 01/web 01_1.vmdk</fileName></backing>"                             \
-  "<capacityInKB>1024</capacityInKB></VirtualDevice>"                                     \
-  "</val></propSet></objects></returnval></RetrievePropertiesExResponse>"                 \
+  "<uuid>6000C291-aaaa</uuid>"                                                             \
+  "<changeId>52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63/81</changeId></backing>"      \
+  "<capacityInKB>4194304</capacityInKB><capacityInBytes>4294967296</capacityInBytes>"      \
+  "</VirtualDevice>"                                                                       \
+  "<VirtualDevice " P ":type=\"VirtualDisk\"><key>2001</key>"                              \
+  "<deviceInfo><label>Hard disk 2</label></deviceInfo>"                                    \
+  "<backing " P ":type=\"VirtualDiskFlatVer2BackingInfo\">"                                \
+  "<fileName>[ds2] web 01/web 01_1.vmdk</fileName></backing>"                              \
+  "<capacityInKB>1024</capacityInKB></VirtualDevice>"                                      \
+  "</val></propSet></objects></returnval></RetrievePropertiesExResponse>"                  \
   "</soapenv:Body></soapenv:Envelope>"
 
 static void
@@ -69,14 +70,16 @@ check_disks (const char *answer)
 static void
 test_disks_xsi_prefix (void **state)
 {
-  check_disks (DEVICE_ANSWER ("xsi", "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\""));
+  check_disks (
+      DEVICE_ANSWER ("xsi", "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\""));
 }
 
 static void
 test_disks_vcsim_prefix (void **state)
 {
-  check_disks (DEVICE_ANSWER ("XMLSchema-instance",
-                              "xmlns:XMLSchema-instance=\"http://www.w3.org/2001/XMLSchema-instance\""));
+  check_disks (DEVICE_ANSWER (
+      "XMLSchema-instance",
+      "xmlns:XMLSchema-instance=\"http://www.w3.org/2001/XMLSchema-instance\""));
 }
 
 /* A prefix bound to another namespace must not be taken for xsi. */
@@ -94,10 +97,11 @@ static void
 test_non_flat_backing_refused (void **state)
 {
   const char *text =
-    "<val xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">"
-    "<VirtualDevice xsi:type=\"VirtualDisk\"><key>2000</key><backing "
-    "xsi:type=\"VirtualDiskRawDiskMappingVer1BackingInfo\"><fileName>[ds] a/a.vmdk</fileName>"
-    "</backing><capacityInBytes>1048576</capacityInBytes></VirtualDevice></val>";
+      "<val xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">"
+      "<VirtualDevice xsi:type=\"VirtualDisk\"><key>2000</key><backing "
+      "xsi:type=\"VirtualDiskRawDiskMappingVer1BackingInfo\"><fileName>[ds] "
+      "a/a.vmdk</fileName>"
+      "</backing><capacityInBytes>1048576</capacityInBytes></VirtualDevice></val>";
   xmlDoc *doc = xmlReadMemory (text, strlen (text), "t.xml", NULL, 0);
   disk_vector disks = empty_vector;
   assert_int_equal (vs_parse_disks (xmlDocGetRootElement (doc), &disks), -1);
@@ -110,19 +114,20 @@ test_fault_parsing (void **state)
 {
   /* vCenter: detail element InvalidLoginFault with xsi:type. */
   const char *vc =
-    "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" "
-    "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"><soapenv:Body><soapenv:Fault>"
-    "<faultcode>ServerFaultCode</faultcode><faultstring>Cannot complete login due to an "
-    "incorrect user name or password.</faultstring><detail><InvalidLoginFault "
-    "xmlns=\"urn:vim25\" xsi:type=\"InvalidLogin\"></InvalidLoginFault></detail>"
-    "</soapenv:Fault></soapenv:Body></soapenv:Envelope>";
+      "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\" "
+      "xmlns:xsi=\"http://www.w3.org/2001/"
+      "XMLSchema-instance\"><soapenv:Body><soapenv:Fault>"
+      "<faultcode>ServerFaultCode</faultcode><faultstring>Cannot complete login due to an "
+      "incorrect user name or password.</faultstring><detail><InvalidLoginFault "
+      "xmlns=\"urn:vim25\" xsi:type=\"InvalidLogin\"></InvalidLoginFault></detail>"
+      "</soapenv:Fault></soapenv:Body></soapenv:Envelope>";
   /* Without xsi:type: the element name minus "Fault". */
   const char *plain =
-    "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\">"
-    "<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode>"
-    "<faultstring>The session is not authenticated.</faultstring><detail>"
-    "<NotAuthenticatedFault xmlns=\"urn:vim25\"/></detail></soapenv:Fault></soapenv:Body>"
-    "</soapenv:Envelope>";
+      "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\">"
+      "<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode>"
+      "<faultstring>The session is not authenticated.</faultstring><detail>"
+      "<NotAuthenticatedFault xmlns=\"urn:vim25\"/></detail></soapenv:Fault></soapenv:Body>"
+      "</soapenv:Envelope>";
   xmlDoc *doc;
   xmlNode *ret;
   struct vs_fault fault = { 0 };
@@ -147,9 +152,11 @@ test_envelope (void **state)
 {
   char *e = soap_envelope ("Login", "SessionManager", "SessionManager",
                            "<userName>a&amp;b</userName>");
-  assert_non_null (strstr (e, "<Login xmlns=\"urn:vim25\"><_this type=\"SessionManager\">"
-                              "SessionManager</_this><userName>a&amp;b</userName></Login>"));
-  assert_non_null (strstr (e, "xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\""));
+  assert_non_null (strstr (e,
+                           "<Login xmlns=\"urn:vim25\"><_this type=\"SessionManager\">"
+                           "SessionManager</_this><userName>a&amp;b</userName></Login>"));
+  assert_non_null (
+      strstr (e, "xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\""));
   /* The envelope parses as XML. */
   xmlDoc *doc = xmlReadMemory (e, strlen (e), "e.xml", NULL, 0);
   assert_non_null (doc);
@@ -167,18 +174,24 @@ test_change_id (void **state)
   char uuid[64];
   uint64_t seq;
 
-  assert_int_equal (vs_parse_change_id ("52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63/81",
-                                        uuid, sizeof uuid, &seq), 0);
+  assert_int_equal (
+      vs_parse_change_id ("52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63/81", uuid,
+                          sizeof uuid, &seq),
+      0);
   assert_string_equal (uuid, "52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63");
   assert_true (seq == 81);
   assert_int_equal (vs_parse_change_id ("*", uuid, sizeof uuid, &seq), -1);
   assert_int_equal (vs_parse_change_id ("52 de/1", uuid, sizeof uuid, &seq), -1);
   assert_int_equal (vs_parse_change_id ("52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63/",
-                                        uuid, sizeof uuid, &seq), -1);
+                                        uuid, sizeof uuid, &seq),
+                    -1);
   assert_int_equal (vs_parse_change_id ("52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 6x/2",
-                                        uuid, sizeof uuid, &seq), -1);
-  assert_int_equal (vs_parse_change_id ("52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63/1a",
-                                        uuid, sizeof uuid, &seq), -1);
+                                        uuid, sizeof uuid, &seq),
+                    -1);
+  assert_int_equal (
+      vs_parse_change_id ("52 de c0 d9 b9 43 9d 10-61 d5 4c 1b e9 7b 65 63/1a", uuid,
+                          sizeof uuid, &seq),
+      -1);
 }
 
 static void
@@ -186,7 +199,8 @@ test_file_name_and_url (void **state)
 {
   char *ds, *path, *url;
 
-  assert_int_equal (vs_parse_file_name ("[data store 1] web 01/web 01.vmdk", &ds, &path), 0);
+  assert_int_equal (vs_parse_file_name ("[data store 1] web 01/web 01.vmdk", &ds, &path),
+                    0);
   assert_string_equal (ds, "data store 1");
   assert_string_equal (path, "web 01/web 01.vmdk");
   url = vs_folder_url (ds, path, "Folder A/DC #1");
