@@ -147,7 +147,7 @@ C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -I. $(COMMON_SRC) $(PROVIDERS_SRC) $(PLUGIN_SRC)
-	shellcheck -x $(SHELL_SCRIPTS)
+	shellcheck -x -P SCRIPTDIR $(SHELL_SCRIPTS)
 	clang-format --dry-run --Werror $(C_FILES)
 
 clean-objs:

@@ -27,7 +27,7 @@ until grep -q '^READY' "$work/double.out" 2>/dev/null; do
   kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/double.err"; exit 1; }
   sleep 0.05
 done
-# shellcheck disable=SC1091
+# shellcheck source=/dev/null
 source <(grep -E '^[A-Z_0-9]+=' "$work/double.out")
 echo "vCenter double at https://$SERVER/sdk (CA $CACERT)"
 

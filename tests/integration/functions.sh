@@ -106,6 +106,8 @@ start_ferry ()
   SOCK=$tmpdir/nbd.$RANDOM.sock
   local pidfile=$tmpdir/nbdkit.$RANDOM.pid
   printf '%s' "${PASSWORD:-pass}" >"$tmpdir/password"
+  # NBDKIT_PREFIX, NBDKIT_FLAGS and TLS_ARGS are word lists on purpose.
+  # shellcheck disable=SC2086
   ${NBDKIT_PREFIX:-} nbdkit -U "$SOCK" -P "$pidfile" ${NBDKIT_FLAGS:-} \
     "$plugin" provider=vsphere server="$SERVER" user="${FERRY_USER:-user}" password=+"$tmpdir/password" \
     ${TLS_ARGS-cacert=$CACERT} "$@" 2>>"$tmpdir/nbdkit.err" || return 1

@@ -6,7 +6,7 @@ set -euo pipefail
 requires nbdkit nbdinfo jq curl
 
 start_double -username admin -password 'Corr3ct-h0rse'
-PASSWORD='Corr3ct-h0rse' FERRY_USER=admin
+export PASSWORD='Corr3ct-h0rse' FERRY_USER=admin
 make_sparse_disk "$tmpdir/disk" 64M 0:4 500:4
 create_vm plain "disks=64M&power=off&cbt=1" >/dev/null
 place_disk plain 2000 "$tmpdir/disk"
