@@ -1,0 +1,659 @@
+/* ferryfs: mount a VM's disks read-only (main, options, the nbdkit child, the mount loop).
+ *
+ *   ferryfs [OPTIONS] MOUNTPOINT -- nbdkit ferry provider=... vm=...
+ *   ferryfs [OPTIONS] MOUNTPOINT NBD-URI...
+ *
+ * Start-up: check the mountpoint; in command mode start nbdkit on a private unix socket
+ * (--exit-with-parent, so it never outlives us) and wait for its pidfile; list the exports;
+ * open one NBD pool per export; build vm.json; mount; serve with the multi-threaded loop.
+ * Unless -f, the process detaches once mounted and the parent exits 0 (or 1 when
+ * anything before the mount failed, after the error was printed).
+ *
+ * Shut-down (SIGTERM, SIGINT, fusermount3 -u): leave the loop, unmount, close the NBD
+ * connections, then stop nbdkit with SIGTERM and wait for it, so the plugin removes any
+ * snapshot it created.
+ */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+
+#include "ferryfs.h"
+
+#define PROGRAM "ferryfs"
+
+int ferryfs_verbose;
+
+static unsigned connections = 4;
+static int timeout = 30;
+static bool foreground;
+static const char *pidfile;
+static char *fuse_opts; /* comma-separated -o options */
+
+/* The nbdkit child in command mode. */
+static pid_t nbdkit_pid = -1;
+static char *private_dir;
+
+static void
+print_error (const char *msg)
+{
+  fprintf (stderr, PROGRAM ": %s\n", msg);
+}
+
+static void
+print_debug (const char *msg)
+{
+  fprintf (stderr, PROGRAM ": debug: %s\n", msg);
+}
+
+static void usage (int status) __attribute__ ((noreturn));
+
+static void
+usage (int status)
+{
+  if (status != EXIT_SUCCESS) {
+    fprintf (stderr, "Try '" PROGRAM " --help' for more information.\n");
+    exit (status);
+  }
+  printf (
+      "Usage:\n"
+      "  ferryfs [OPTIONS] MOUNTPOINT -- nbdkit [NBDKIT-ARGS] PLUGIN [KEY=VALUE...]\n"
+      "  ferryfs [OPTIONS] MOUNTPOINT NBD-URI...\n"
+      "\n"
+      "Mount the disks of a VM read-only, as they are now, without copying them:\n"
+      "MOUNTPOINT/disks/NAME (one file per disk), MOUNTPOINT/vm.json (the VM's\n"
+      "metadata) and MOUNTPOINT/inspection.json (libguestfs inspection, on first read).\n"
+      "\n"
+      "Options:\n"
+      "  -c, --connections=N    NBD connections per disk when the server allows\n"
+      "                         multi-conn (default 4)\n"
+      "  -t, --timeout=SECONDS  a read fails with EIO when the server has not\n"
+      "                         answered within SECONDS (default 30)\n"
+      "  -f, --foreground       do not detach; stay until unmounted\n"
+      "  -P, --pidfile=FILE     write ferryfs's pid to FILE once mounted\n"
+      "  -o, --option=OPT[,..]  extra FUSE mount options (e.g. allow_other)\n"
+      "  -v, --verbose          debug messages\n"
+      "  -h, --help             this help\n"
+      "  -V, --version          print the version\n"
+      "\n"
+      "Examples:\n"
+      "  # A vSphere VM (the plugin serves one export per disk):\n"
+      "  ferryfs /mnt/web01 -- nbdkit ferry provider=vsphere server=vcenter.example \\\n"
+      "        user=migrator@vsphere.local password=+/run/secrets/vc vm=web01 \\\n"
+      "        snapshot=create\n"
+      "  guestfish --ro -a /mnt/web01/disks/hard-disk-1 -i\n"
+      "  jq .operating_systems /mnt/web01/inspection.json\n"
+      "  fusermount3 -u /mnt/web01\n"
+      "\n"
+      "  # Any NBD server (qemu-nbd, nbdkit, nbdkit-vddk-plugin):\n"
+      "  ferryfs /mnt/disk 'nbd+unix:///?socket=/tmp/sock' nbd://host:10809/disk2\n"
+      "\n"
+      "Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 failure, 2 usage.\n");
+  exit (EXIT_SUCCESS);
+}
+
+/* MOUNTPOINT must be an existing directory that nothing is mounted on. */
+static char *
+check_mountpoint (const char *arg)
+{
+  char *mp = realpath (arg, NULL);
+  CLEANUP_FREE char *parent = NULL;
+  struct stat st, pst;
+
+  if (mp == NULL) {
+    if (errno == ENOTCONN)
+      log_error ("%s: a dead FUSE mount is in the way; unmount it with 'fusermount3 -u "
+                 "%s'",
+                 arg, arg);
+    else
+      log_error ("mountpoint %s: %m", arg);
+    return NULL;
+  }
+  if (stat (mp, &st) == -1) {
+    log_error ("mountpoint %s: %m", mp);
+    goto err;
+  }
+  if (!S_ISDIR (st.st_mode)) {
+    log_error ("mountpoint %s: not a directory", mp);
+    goto err;
+  }
+  if (asprintf (&parent, "%s/..", mp) == -1 || stat (parent, &pst) == -1) {
+    log_error ("mountpoint %s: %m", mp);
+    goto err;
+  }
+  if (st.st_dev != pst.st_dev || st.st_ino == pst.st_ino) {
+    log_error ("mountpoint %s is in use (something is mounted there); unmount it first",
+               mp);
+    goto err;
+  }
+  if (access (mp, W_OK) == -1 && getuid () != 0) {
+    log_error ("mountpoint %s: %m", mp);
+    goto err;
+  }
+  return mp;
+
+err:
+  free (mp);
+  return NULL;
+}
+
+/* Appends STR to the percent-encoded URI being built in *OUT. */
+static int
+uri_append (char **out, const char *str, const char *keep)
+{
+  size_t len = strlen (*out), i;
+  char *s = realloc (*out, len + strlen (str) * 3 + 1);
+
+  if (s == NULL)
+    return -1;
+  for (i = 0; str[i]; i++) {
+    unsigned char c = str[i];
+
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        strchr ("-._~", c) || (c && strchr (keep, c)))
+      s[len++] = c;
+    else
+      len += sprintf (s + len, "%%%02X", c);
+  }
+  s[len] = '\0';
+  *out = s;
+  return 0;
+}
+
+static char *
+unix_uri (const char *socket, const char *export_name)
+{
+  char *uri = strdup ("nbd+unix:///");
+
+  if (uri == NULL || uri_append (&uri, export_name, "") == -1 ||
+      uri_append (&uri, "?socket=", "?=") == -1 || uri_append (&uri, socket, "/") == -1) {
+    free (uri);
+    return NULL;
+  }
+  return uri;
+}
+
+static bool
+is_ferry_plugin (const char *arg)
+{
+  const char *base = strrchr (arg, '/');
+
+  base = base ? base + 1 : arg;
+  return strcmp (arg, "ferry") == 0 || strcmp (base, "nbdkit-ferry-plugin.so") == 0;
+}
+
+/* Starts CMD (nbdkit ...) on a private socket and waits until it serves.  Returns the
+ * socket path, and in *VM_JSON the plugin's vm.json path when the plugin is ferry's.
+ */
+static char *
+start_nbdkit (char **cmd, int n, char **vm_json)
+{
+  char tmpl[] = "/tmp/ferryfs.XXXXXX";
+  const char *tmp = getenv ("TMPDIR");
+  char *sock = NULL, *pid_path = NULL, *json_path = NULL;
+  char **argv;
+  bool ferry = false;
+  int i, j = 0, status;
+  time_t deadline;
+
+  *vm_json = NULL;
+  if (tmp && *tmp && asprintf (&private_dir, "%s/ferryfs.XXXXXX", tmp) != -1)
+    private_dir = mkdtemp (private_dir);
+  else
+    private_dir = strdup (mkdtemp (tmpl) ? tmpl : "");
+  if (private_dir == NULL || private_dir[0] == '\0') {
+    log_error ("private directory: %m");
+    return NULL;
+  }
+  if (asprintf (&sock, "%s/nbd.sock", private_dir) == -1 ||
+      asprintf (&pid_path, "%s/nbdkit.pid", private_dir) == -1 ||
+      asprintf (&json_path, "%s/vm.json", private_dir) == -1)
+    goto oom;
+
+  for (i = 1; i < n; i++)
+    ferry |= is_ferry_plugin (cmd[i]);
+  argv = calloc (n + 10, sizeof *argv);
+  if (argv == NULL)
+    goto oom;
+  argv[j++] = cmd[0];
+  argv[j++] = (char *)"-U";
+  argv[j++] = sock;
+  argv[j++] = (char *)"-P";
+  argv[j++] = pid_path;
+  argv[j++] = (char *)"--exit-with-parent";
+  argv[j++] = (char *)"-f";
+  for (i = 1; i < n; i++)
+    argv[j++] = cmd[i];
+  CLEANUP_FREE char *vm_json_arg = NULL;
+  if (ferry) {
+    if (asprintf (&vm_json_arg, "vm-json=%s", json_path) == -1)
+      goto oom;
+    argv[j++] = vm_json_arg;
+  }
+  argv[j] = NULL;
+
+  nbdkit_pid = fork ();
+  if (nbdkit_pid == -1) {
+    log_error ("fork: %m");
+    free (argv);
+    goto err;
+  }
+  if (nbdkit_pid == 0) {
+    setpgid (0, 0); /* a ^C at the terminal goes to ferryfs, which stops nbdkit in order */
+    execvp (argv[0], argv);
+    fprintf (stderr, PROGRAM ": %s: %m\n", argv[0]);
+    _exit (127);
+  }
+  free (argv);
+
+  /* nbdkit writes its pidfile once it accepts connections. */
+  deadline = time (NULL) + (timeout > 30 ? timeout : 30) * 2;
+  for (;;) {
+    struct stat st;
+
+    if (stat (pid_path, &st) == 0 && st.st_size > 0)
+      break;
+    if (waitpid (nbdkit_pid, &status, WNOHANG) == nbdkit_pid) {
+      nbdkit_pid = -1;
+      log_error ("%s exited (%s %d) before serving; see its messages above", cmd[0],
+                 WIFEXITED (status) ? "status" : "signal",
+                 WIFEXITED (status) ? WEXITSTATUS (status) : WTERMSIG (status));
+      goto err;
+    }
+    if (time (NULL) > deadline) {
+      log_error ("%s did not start serving within %d s", cmd[0],
+                 (timeout > 30 ? timeout : 30) * 2);
+      goto err;
+    }
+    usleep (20000);
+  }
+  if (ferry && access (json_path, R_OK) == 0)
+    *vm_json = json_path;
+  else
+    free (json_path);
+  free (pid_path);
+  return sock;
+
+oom:
+  log_error ("out of memory");
+err:
+  free (sock);
+  free (pid_path);
+  free (json_path);
+  return NULL;
+}
+
+/* Stops nbdkit (SIGTERM, so the plugin cleans up) and removes the private directory. */
+static void
+stop_nbdkit (void)
+{
+  CLEANUP_FREE char *cmd = NULL;
+  int status, i;
+
+  if (nbdkit_pid > 0) {
+    kill (nbdkit_pid, SIGTERM);
+    /* Snapshot removal may take a while on a real vCenter. */
+    for (i = 0; i < 120 * 50; i++) {
+      if (waitpid (nbdkit_pid, &status, WNOHANG) != 0)
+        break;
+      usleep (20000);
+    }
+    if (i == 120 * 50) {
+      log_error ("nbdkit (pid %d) did not exit after 120 s; killing it", (int)nbdkit_pid);
+      kill (nbdkit_pid, SIGKILL);
+      waitpid (nbdkit_pid, &status, 0);
+    }
+    nbdkit_pid = -1;
+  }
+  if (private_dir && private_dir[0]) {
+    const char *files[] = { "nbd.sock", "nbdkit.pid", "vm.json" };
+
+    for (i = 0; i < 3; i++) {
+      CLEANUP_FREE char *path = NULL;
+
+      if (asprintf (&path, "%s/%s", private_dir, files[i]) != -1)
+        unlink (path);
+    }
+    rmdir (private_dir);
+  }
+  free (private_dir);
+  private_dir = NULL;
+}
+
+/* Opens one pool per URI into VM. */
+static int
+open_disks (struct vm *vm, char **uris, size_t n, char **export_names)
+{
+  size_t i;
+
+  vm->disks = calloc (n, sizeof *vm->disks);
+  if (vm->disks == NULL) {
+    log_error ("out of memory");
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    struct disk *d = &vm->disks[i];
+
+    d->uri = strdup (uris[i]);
+    d->pool = pool_open (uris[i], connections, timeout);
+    if (d->uri == NULL || d->pool == NULL)
+      return -1;
+    vm->nr_disks++;
+    d->export_name = strdup (export_names ? export_names[i] : pool_export_name (d->pool));
+    if (d->export_name == NULL)
+      return -1;
+  }
+  return 0;
+}
+
+static void
+close_disks (struct vm *vm)
+{
+  size_t i;
+
+  for (i = 0; i < vm->nr_disks; i++) {
+    pool_close (vm->disks[i].pool);
+    free (vm->disks[i].uri);
+    free (vm->disks[i].export_name);
+    free (vm->disks[i].file);
+  }
+  free (vm->disks);
+  free (vm->vm_json);
+  free (vm->mountpoint);
+}
+
+/* Command mode: start nbdkit, then list its exports as disks. */
+static int
+disks_from_nbdkit (struct vm *vm, char **cmd, int n)
+{
+  CLEANUP_FREE char *sock = NULL, *vm_json = NULL, *list_uri = NULL;
+  struct export_info *exports = NULL;
+  char **uris = NULL, **names = NULL;
+  int nr, i, r = -1;
+
+  sock = start_nbdkit (cmd, n, &vm_json);
+  if (sock == NULL)
+    return -1;
+  list_uri = unix_uri (sock, "");
+  nr = list_uri ? nbd_list_exports (list_uri, timeout, &exports) : -1;
+  if (nr == -1)
+    return -1;
+  uris = calloc (nr ? nr : 1, sizeof *uris);
+  names = calloc (nr ? nr : 1, sizeof *names);
+  if (uris == NULL || names == NULL)
+    goto out;
+  for (i = 0; i < (nr ? nr : 1); i++) {
+    names[i] = nr ? exports[i].name : (char *)"";
+    uris[i] = unix_uri (sock, names[i]);
+    if (uris[i] == NULL)
+      goto out;
+  }
+  if (open_disks (vm, uris, nr ? nr : 1, names) == -1)
+    goto out;
+  r = vm_describe (vm, vm_json, uris, nr ? nr : 1);
+
+out:
+  for (i = 0; uris && i < (nr ? nr : 1); i++)
+    free (uris[i]);
+  free (uris);
+  free (names);
+  free_exports (exports, nr);
+  return r;
+}
+
+/* Detaches: the parent waits for the child's word (one byte on a pipe) and exits 0 once
+ * the child mounted, 1 when it failed.  Returns the child's end of the pipe.
+ */
+static int
+detach (void)
+{
+  int fds[2];
+  pid_t pid;
+  char c;
+
+  if (pipe (fds) == -1) {
+    log_error ("pipe: %m");
+    exit (EXIT_FAILURE);
+  }
+  pid = fork ();
+  if (pid == -1) {
+    log_error ("fork: %m");
+    exit (EXIT_FAILURE);
+  }
+  if (pid > 0) {
+    close (fds[1]);
+    if (read (fds[0], &c, 1) == 1 && c == '0')
+      _exit (EXIT_SUCCESS);
+    _exit (EXIT_FAILURE);
+  }
+  close (fds[0]);
+  setsid ();
+  return fds[1];
+}
+
+static int
+serve (struct vm *vm, int ready_fd)
+{
+  struct fuse_args args = FUSE_ARGS_INIT (0, NULL);
+  struct fuse_loop_config *loop;
+  struct fuse *fuse;
+  CLEANUP_FREE char *opts = NULL;
+  int r = -1;
+
+  if (asprintf (&opts, "ro,default_permissions,fsname=ferryfs,subtype=ferryfs%s%s",
+                fuse_opts ? "," : "", fuse_opts ? fuse_opts : "") == -1 ||
+      fuse_opt_add_arg (&args, PROGRAM) == -1 || fuse_opt_add_arg (&args, "-o") == -1 ||
+      fuse_opt_add_arg (&args, opts) == -1) {
+    log_error ("out of memory");
+    return -1;
+  }
+  if (ferryfs_verbose >= 2)
+    fuse_opt_add_arg (&args, "-d");
+  ferryfs_vm = vm;
+  fuse = fuse_new (&args, &ferryfs_operations, sizeof ferryfs_operations, NULL);
+  if (fuse == NULL) {
+    log_error ("fuse_new failed (bad -o option?)");
+    goto out_args;
+  }
+  if (fuse_mount (fuse, vm->mountpoint) == -1) {
+    log_error ("cannot mount on %s (see the message above)", vm->mountpoint);
+    goto out_destroy;
+  }
+  if (fuse_set_signal_handlers (fuse_get_session (fuse)) == -1) {
+    log_error ("cannot set signal handlers");
+    goto out_unmount;
+  }
+  if (pidfile) {
+    FILE *fp = fopen (pidfile, "w");
+
+    if (fp == NULL || fprintf (fp, "%d\n", (int)getpid ()) < 0 || fclose (fp) == EOF)
+      log_error ("%s: %m", pidfile);
+  }
+  if (ready_fd >= 0) {
+    int null = open ("/dev/null", O_RDWR);
+
+    if (write (ready_fd, "0", 1) != 1)
+      log_error ("cannot tell the parent: %m");
+    close (ready_fd);
+    if (null >= 0) {
+      dup2 (null, 0);
+      dup2 (null, 1);
+      if (!ferryfs_verbose)
+        dup2 (null, 2);
+      close (null);
+    }
+    if (chdir ("/") == -1)
+      log_error ("chdir /: %m");
+  }
+
+  loop = fuse_loop_cfg_create ();
+  if (loop == NULL) {
+    log_error ("out of memory");
+    goto out_handlers;
+  }
+  /* Enough threads that inspection (which reads through the mount) and its reads run
+   * side by side; each read holds at most one FUSE buffer.
+   */
+  fuse_loop_cfg_set_max_threads (loop, 16);
+  fuse_loop_cfg_set_idle_threads (loop, 8);
+  r = fuse_loop_mt (fuse, loop) == 0 ? 0 : -1;
+  fuse_loop_cfg_destroy (loop);
+  if (r == -1)
+    log_error ("the FUSE loop failed");
+
+out_handlers:
+  fuse_remove_signal_handlers (fuse_get_session (fuse));
+out_unmount:
+  fuse_unmount (fuse);
+out_destroy:
+  fuse_destroy (fuse);
+out_args:
+  fuse_opt_free_args (&args);
+  if (pidfile)
+    unlink (pidfile);
+  return r;
+}
+
+int
+main (int argc, char *argv[])
+{
+  static const struct option long_options[] = {
+    { "connections", required_argument, NULL, 'c' },
+    { "timeout", required_argument, NULL, 't' },
+    { "foreground", no_argument, NULL, 'f' },
+    { "pidfile", required_argument, NULL, 'P' },
+    { "option", required_argument, NULL, 'o' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct vm vm = { 0 };
+  char **cmd = NULL;
+  int cmd_n = 0, opt_argc = argc, c, i, ready_fd = -1, r;
+  char *end;
+  long l;
+
+  log_set_handlers (print_error, print_debug);
+
+  /* Everything after "--" is the nbdkit command, untouched by getopt. */
+  for (i = 1; i < argc; i++) {
+    if (strcmp (argv[i], "--") == 0) {
+      opt_argc = i;
+      cmd = &argv[i + 1];
+      cmd_n = argc - i - 1;
+      break;
+    }
+  }
+  while ((c = getopt_long (opt_argc, argv, "c:t:fP:o:vhV", long_options, NULL)) != -1) {
+    switch (c) {
+      case 'c':
+      case 't':
+        errno = 0;
+        l = strtol (optarg, &end, 10);
+        if (errno || end == optarg || *end || l < 1 || l > (c == 'c' ? 64 : 86400)) {
+          fprintf (stderr, PROGRAM ": --%s: expected a number from 1 to %d, not '%s'\n",
+                   c == 'c' ? "connections" : "timeout", c == 'c' ? 64 : 86400, optarg);
+          usage (2);
+        }
+        if (c == 'c')
+          connections = l;
+        else
+          timeout = l;
+        break;
+      case 'f':
+        foreground = true;
+        break;
+      case 'P':
+        pidfile = optarg;
+        break;
+      case 'o':
+        if (fuse_opts == NULL)
+          fuse_opts = strdup (optarg);
+        else {
+          char *s;
+
+          if (asprintf (&s, "%s,%s", fuse_opts, optarg) == -1)
+            s = NULL;
+          free (fuse_opts);
+          fuse_opts = s;
+        }
+        break;
+      case 'v':
+        ferryfs_verbose++;
+        break;
+      case 'h':
+        usage (EXIT_SUCCESS);
+      case 'V':
+        printf (PROGRAM " 0.1\n");
+        exit (EXIT_SUCCESS);
+      default:
+        usage (2);
+    }
+  }
+  if (optind >= opt_argc) {
+    fprintf (stderr, PROGRAM ": missing MOUNTPOINT\n");
+    usage (2);
+  }
+  if (cmd != NULL && (cmd_n == 0 || optind + 1 != opt_argc)) {
+    fprintf (stderr, PROGRAM ": expected MOUNTPOINT -- nbdkit PLUGIN [KEY=VALUE...]\n");
+    usage (2);
+  }
+  if (cmd == NULL && optind + 1 == opt_argc) {
+    fprintf (stderr, PROGRAM ": missing NBD-URI (or -- nbdkit ...) after MOUNTPOINT\n");
+    usage (2);
+  }
+
+  vm.mountpoint = check_mountpoint (argv[optind]);
+  if (vm.mountpoint == NULL)
+    exit (EXIT_FAILURE);
+  vm.timeout = timeout;
+  if (pidfile && pidfile[0] != '/') {
+    char *abs = realpath (".", NULL);
+    char *p;
+
+    if (abs == NULL || asprintf (&p, "%s/%s", abs, pidfile) == -1) {
+      log_error ("%s: %m", pidfile);
+      exit (EXIT_FAILURE);
+    }
+    free (abs);
+    pidfile = p;
+  }
+
+  /* Detach first: nbdkit's --exit-with-parent must see the process that stays. */
+  if (!foreground)
+    ready_fd = detach ();
+
+  if (cmd != NULL)
+    r = disks_from_nbdkit (&vm, cmd, cmd_n);
+  else {
+    char **uris = &argv[optind + 1];
+    size_t n = opt_argc - optind - 1;
+
+    r = open_disks (&vm, uris, n, NULL);
+    if (r == 0)
+      r = vm_describe (&vm, NULL, uris, n);
+  }
+  if (r == 0)
+    r = serve (&vm, ready_fd);
+  close_disks (&vm);
+  stop_nbdkit ();
+  free (fuse_opts);
+  exit (r == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+}

@@ -1,0 +1,414 @@
+/* ferryfs: the FUSE operations of the read-only VM directory.
+ *
+ *   /                  the VM (0555)
+ *   /disks/            one regular file per disk (0444), sized to the export
+ *   /vm.json           the VM's metadata (built before mounting, constant)
+ *   /inspection.json   libguestfs inspection, produced on first open, then cached
+ *
+ * Every callback returns -errno.  Anything that would change the tree or a file returns
+ * EROFS (the mount is also "ro", so the kernel usually answers first).
+ *
+ * THREAD MODEL: fuse_loop_mt calls these from several threads at once.  ferryfs_vm is
+ * constant while mounted; disk reads go to the NBD pools (nbd.c locks its own state);
+ * inspection_lock serialises the one-time inspection, and readers of inspection.json wait
+ * for it.  Inspection reads the disks through this very mount (its own files), which is
+ * why the loop must be multi-threaded: other threads serve the appliance meanwhile.
+ */
+#define FUSE_USE_VERSION 312
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+
+#include "ferryfs.h"
+
+#define VM_JSON "vm.json"
+#define INSPECTION_JSON "inspection.json"
+
+struct vm *ferryfs_vm;
+
+enum node_kind {
+  NODE_NONE,
+  NODE_ROOT,
+  NODE_DISKS_DIR,
+  NODE_DISK,
+  NODE_VM_JSON,
+  NODE_INSPECTION,
+};
+
+static pthread_mutex_t inspection_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *inspection; /* NULL until produced; guarded by inspection_lock */
+static size_t inspection_len;
+static time_t mount_time;
+
+/* Maps PATH to a node; *DISK is the disk index for NODE_DISK. */
+static enum node_kind
+lookup (const char *path, size_t *disk)
+{
+  size_t i;
+
+  if (strcmp (path, "/") == 0)
+    return NODE_ROOT;
+  if (strcmp (path, "/" VM_JSON) == 0)
+    return NODE_VM_JSON;
+  if (strcmp (path, "/" INSPECTION_JSON) == 0)
+    return NODE_INSPECTION;
+  if (strcmp (path, "/disks") == 0)
+    return NODE_DISKS_DIR;
+  if (strncmp (path, "/disks/", 7) != 0)
+    return NODE_NONE;
+  for (i = 0; i < ferryfs_vm->nr_disks; i++) {
+    if (strcmp (path + 7, ferryfs_vm->disks[i].file) == 0) {
+      *disk = i;
+      return NODE_DISK;
+    }
+  }
+  return NODE_NONE;
+}
+
+static size_t
+inspection_size (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&inspection_lock);
+  return inspection_len;
+}
+
+/* Produces inspection.json once.  Errors are part of the JSON, so this only fails when
+ * memory runs out.
+ */
+static int
+ensure_inspection (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&inspection_lock);
+  char **paths;
+  size_t i, n = ferryfs_vm->nr_disks;
+
+  if (inspection != NULL)
+    return 0;
+  paths = calloc (n + 1, sizeof *paths);
+  if (paths == NULL)
+    return -ENOMEM;
+  for (i = 0; i < n; i++) {
+    if (asprintf (&paths[i], "%s/disks/%s", ferryfs_vm->mountpoint,
+                  ferryfs_vm->disks[i].file) == -1) {
+      paths[i] = NULL;
+      break;
+    }
+  }
+  if (i == n)
+    inspection = inspect_disks (paths, n);
+  for (i = 0; i < n; i++)
+    free (paths[i]);
+  free (paths);
+  if (inspection == NULL)
+    return -ENOMEM;
+  inspection_len = strlen (inspection);
+  return 0;
+}
+
+static void *
+fs_init (struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+  cfg->use_ino = 0;
+  cfg->nullpath_ok = 0;
+  /* The disks do not change under a mount: cache attributes and data in the kernel. */
+  cfg->entry_timeout = 60;
+  cfg->attr_timeout = 1;
+  mount_time = time (NULL);
+  return NULL;
+}
+
+static int
+fs_getattr (const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+  size_t disk = 0;
+  enum node_kind kind = lookup (path, &disk);
+
+  memset (st, 0, sizeof *st);
+  st->st_uid = getuid ();
+  st->st_gid = getgid ();
+  st->st_atime = st->st_mtime = st->st_ctime = mount_time;
+  st->st_blksize = 65536;
+  switch (kind) {
+    case NODE_NONE:
+      return -ENOENT;
+    case NODE_ROOT:
+    case NODE_DISKS_DIR:
+      st->st_mode = S_IFDIR | 0555;
+      st->st_nlink = kind == NODE_ROOT ? 3 : 2;
+      return 0;
+    case NODE_DISK:
+      st->st_size = pool_size (ferryfs_vm->disks[disk].pool);
+      break;
+    case NODE_VM_JSON:
+      st->st_size = ferryfs_vm->vm_json_len;
+      break;
+    case NODE_INSPECTION:
+      st->st_size = inspection_size ();
+      break;
+  }
+  st->st_mode = S_IFREG | 0444;
+  st->st_nlink = 1;
+  st->st_blocks = (st->st_size + 511) / 512;
+  return 0;
+}
+
+static int
+fs_readdir (const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+            struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+  size_t disk = 0, i;
+
+  switch (lookup (path, &disk)) {
+    case NODE_ROOT:
+      filler (buf, ".", NULL, 0, 0);
+      filler (buf, "..", NULL, 0, 0);
+      filler (buf, "disks", NULL, 0, 0);
+      filler (buf, VM_JSON, NULL, 0, 0);
+      filler (buf, INSPECTION_JSON, NULL, 0, 0);
+      return 0;
+    case NODE_DISKS_DIR:
+      filler (buf, ".", NULL, 0, 0);
+      filler (buf, "..", NULL, 0, 0);
+      for (i = 0; i < ferryfs_vm->nr_disks; i++)
+        filler (buf, ferryfs_vm->disks[i].file, NULL, 0, 0);
+      return 0;
+    case NODE_NONE:
+      return -ENOENT;
+    default:
+      return -ENOTDIR;
+  }
+}
+
+static int
+fs_open (const char *path, struct fuse_file_info *fi)
+{
+  size_t disk = 0;
+  enum node_kind kind = lookup (path, &disk);
+  int r;
+
+  if (kind == NODE_NONE)
+    return -ENOENT;
+  if (kind == NODE_ROOT || kind == NODE_DISKS_DIR)
+    return -EISDIR;
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+    return -EROFS;
+  fi->fh = kind == NODE_DISK ? disk : 0;
+  if (kind == NODE_INSPECTION) {
+    /* Its size is unknown until produced: read it directly, not through i_size. */
+    fi->direct_io = 1;
+    r = ensure_inspection ();
+    if (r != 0)
+      return r;
+  }
+  return 0;
+}
+
+static int
+copy_out (const char *data, size_t len, char *buf, size_t size, off_t offset)
+{
+  if (offset < 0 || (size_t)offset >= len)
+    return 0;
+  if (size > len - offset)
+    size = len - offset;
+  memcpy (buf, data + offset, size);
+  return (int)size;
+}
+
+static int
+fs_read (const char *path, char *buf, size_t size, off_t offset, struct fuse_file_info *fi)
+{
+  size_t disk = 0;
+  int64_t disk_size;
+  int r;
+
+  switch (lookup (path, &disk)) {
+    case NODE_VM_JSON:
+      return copy_out (ferryfs_vm->vm_json, ferryfs_vm->vm_json_len, buf, size, offset);
+    case NODE_INSPECTION: {
+      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&inspection_lock);
+      return inspection ? copy_out (inspection, inspection_len, buf, size, offset) : 0;
+    }
+    case NODE_DISK:
+      break;
+    case NODE_NONE:
+      return -ENOENT;
+    default:
+      return -EISDIR;
+  }
+
+  disk_size = pool_size (ferryfs_vm->disks[disk].pool);
+  if (offset < 0)
+    return -EINVAL;
+  if (offset >= disk_size || size == 0)
+    return 0;
+  if ((int64_t)size > disk_size - offset)
+    size = disk_size - offset;
+  r = pool_pread (ferryfs_vm->disks[disk].pool, buf, size, offset);
+  return r == 0 ? (int)size : r;
+}
+
+static off_t
+fs_lseek (const char *path, off_t off, int whence, struct fuse_file_info *fi)
+{
+  size_t disk = 0, len;
+
+  if (whence != SEEK_DATA && whence != SEEK_HOLE)
+    return -EINVAL; /* the kernel answers the others itself */
+  switch (lookup (path, &disk)) {
+    case NODE_DISK:
+      return pool_seek (ferryfs_vm->disks[disk].pool, off, whence);
+    case NODE_VM_JSON:
+    case NODE_INSPECTION:
+      len = lookup (path, &disk) == NODE_VM_JSON ? ferryfs_vm->vm_json_len
+                                                 : inspection_size ();
+      if (off < 0 || (size_t)off >= len)
+        return -ENXIO;
+      return whence == SEEK_DATA ? off : (off_t)len;
+    case NODE_NONE:
+      return -ENOENT;
+    default:
+      return -EISDIR;
+  }
+}
+
+static int
+fs_statfs (const char *path, struct statvfs *sv)
+{
+  uint64_t total = 0;
+  size_t i;
+
+  for (i = 0; i < ferryfs_vm->nr_disks; i++)
+    total += pool_size (ferryfs_vm->disks[i].pool);
+  memset (sv, 0, sizeof *sv);
+  sv->f_bsize = sv->f_frsize = 4096;
+  sv->f_blocks = (total + 4095) / 4096;
+  sv->f_files = ferryfs_vm->nr_disks + 4;
+  sv->f_namemax = 255;
+  sv->f_flag = ST_RDONLY;
+  return 0;
+}
+
+/* Everything that would change something. */
+static int
+fs_write (const char *path, const char *buf, size_t size, off_t off,
+          struct fuse_file_info *fi)
+{
+  return -EROFS;
+}
+
+static int
+fs_truncate (const char *path, off_t size, struct fuse_file_info *fi)
+{
+  return -EROFS;
+}
+
+static int
+fs_chmod (const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+  return -EROFS;
+}
+
+static int
+fs_chown (const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+  return -EROFS;
+}
+
+static int
+fs_create (const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+  return -EROFS;
+}
+
+static int
+fs_mknod (const char *path, mode_t mode, dev_t rdev)
+{
+  return -EROFS;
+}
+
+static int
+fs_mkdir (const char *path, mode_t mode)
+{
+  return -EROFS;
+}
+
+static int
+fs_unlink (const char *path)
+{
+  return -EROFS;
+}
+
+static int
+fs_rename (const char *from, const char *to, unsigned int flags)
+{
+  return -EROFS;
+}
+
+static int
+fs_link (const char *from, const char *to)
+{
+  return -EROFS;
+}
+
+static int
+fs_utimens (const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+  return -EROFS;
+}
+
+static int
+fs_setxattr (const char *path, const char *name, const char *value, size_t size, int flags)
+{
+  return -EROFS;
+}
+
+static int
+fs_removexattr (const char *path, const char *name)
+{
+  return -EROFS;
+}
+
+static int
+fs_fallocate (const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+  return -EROFS;
+}
+
+const struct fuse_operations ferryfs_operations = {
+  .init = fs_init,
+  .getattr = fs_getattr,
+  .readdir = fs_readdir,
+  .open = fs_open,
+  .read = fs_read,
+  .lseek = fs_lseek,
+  .statfs = fs_statfs,
+  .write = fs_write,
+  .truncate = fs_truncate,
+  .chmod = fs_chmod,
+  .chown = fs_chown,
+  .create = fs_create,
+  .mknod = fs_mknod,
+  .mkdir = fs_mkdir,
+  .unlink = fs_unlink,
+  .rmdir = fs_unlink,
+  .symlink = fs_link,
+  .rename = fs_rename,
+  .link = fs_link,
+  .utimens = fs_utimens,
+  .setxattr = fs_setxattr,
+  .removexattr = fs_removexattr,
+  .fallocate = fs_fallocate,
+};
