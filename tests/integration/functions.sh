@@ -111,6 +111,8 @@ start_ferry ()
   ${NBDKIT_PREFIX:-} nbdkit -U "$SOCK" -P "$pidfile" ${NBDKIT_FLAGS:-} \
     "$plugin" provider=vsphere server="$SERVER" user="${FERRY_USER:-user}" password=+"$tmpdir/password" \
     ${TLS_ARGS-cacert=$CACERT} "$@" 2>>"$tmpdir/nbdkit.err" || return 1
+  # The background child writes the pid file after the parent has returned.
+  wait_for test -s "$pidfile"
   NBDKIT_PID=$(cat "$pidfile")
   cleanup_fn "stop_ferry $NBDKIT_PID"
 }
@@ -183,4 +185,71 @@ make_sparse_disk ()
 data_map ()
 {
   nbdinfo --map "$1" | awk '$3 == 0 { print $1, $2 }'
+}
+
+# ferryfs (fuse/ferryfs) -------------------------------------------------------------
+ferryfs=$top/fuse/ferryfs
+
+# start_ferryfs MOUNTPOINT ARGS...: run ferryfs -f in the background and wait until it has
+# mounted; sets FERRYFS_PID.  Its stderr goes to $tmpdir/ferryfs.err.  Registered for
+# cleanup (unmount, then wait until ferryfs and its nbdkit have exited).
+start_ferryfs ()
+{
+  local mp=$1
+  shift
+  [ -x "$ferryfs" ] || fail "$ferryfs is not built (run make)"
+  mkdir -p "$mp"
+  "$ferryfs" -f "$mp" "$@" 2>>"$tmpdir/ferryfs.err" &
+  FERRYFS_PID=$!
+  cleanup_fn "stop_ferryfs '$mp' $FERRYFS_PID"
+  timeout=${timeout:-60} wait_for ferryfs_mounted "$mp" "$FERRYFS_PID"
+}
+
+ferryfs_mounted ()
+{
+  kill -0 "$2" 2>/dev/null || fail "ferryfs exited before mounting: $(cat "$tmpdir/ferryfs.err")"
+  mountpoint -q "$1"
+}
+
+# stop_ferryfs MOUNTPOINT PID: unmount (fusermount3 -u), wait for ferryfs to exit (it
+# stops its nbdkit first); kill it and lazily unmount only if that does not happen.
+stop_ferryfs ()
+{
+  local mp=$1 pid=$2
+  if mountpoint -q "$mp" 2>/dev/null; then
+    fusermount3 -u "$mp" 2>/dev/null || kill "$pid" 2>/dev/null
+  fi
+  if ! timeout=60 wait_for sh -c "! kill -0 $pid 2>/dev/null" 2>/dev/null; then
+    kill -9 "$pid" 2>/dev/null
+    fusermount3 -uz "$mp" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# The libguestfs environment: TCG when a default appliance launch fails (KVM unusable
+# here, the launch then fails at once), unless the caller chose settings.
+guestfs_env ()
+{
+  if [ -z "${LIBGUESTFS_BACKEND_SETTINGS:-}" ] && ! guestfish -a /dev/null run >/dev/null 2>&1; then
+    export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
+  fi
+}
+
+# seek_map FILE: the data extents of FILE by SEEK_DATA/SEEK_HOLE, one "offset length" a line.
+seek_map ()
+{
+  python3 - "$1" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+pos = 0
+while pos < size:
+    try:
+        data = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        break
+    hole = os.lseek(fd, data, os.SEEK_HOLE)
+    print(data, hole - data)
+    pos = hole
+PY
 }
