@@ -45,6 +45,7 @@ printf 'pass' >"$work/password"
 run nbdkit -U "$work/nbd.sock" -P "$work/nbdkit.pid" "$top/nbdkit-plugin/nbdkit-ferry-plugin.so" \
   provider=vsphere server="$SERVER" user=user password=+"$work/password" \
   vm="demo web01" snapshot=create cacert="$CACERT" -v -D ferry.stats=1 2>"$work/nbdkit.err"
+until [ -s "$work/nbdkit.pid" ]; do sleep 0.05; done # written by nbdkit's background child
 pids=("$(cat "$work/nbdkit.pid")" "${pids[@]}")
 uri="nbd+unix:///?socket=$work/nbd.sock"
 snapshot=$(curl -sS "$CONTROL/vms/demo%20web01" | jq -r '.snapshots[0] | "\(.name) (\(.moref))"')
