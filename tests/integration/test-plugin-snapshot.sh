@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A powered-on VM: refused without a snapshot; with snapshot=create the export is the
 # disk as it was when the snapshot was taken while the guest keeps writing, and no
-# snapshot remains once nbdkit has exited (also when it is stopped with SIGTERM).
+# snapshot remains once nbdkit has exited on SIGTERM, even after its session expired.
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit nbdinfo nbdcopy jq curl
@@ -15,7 +15,11 @@ place_disk running 2000 "$tmpdir/disk"
 if start_ferry vm=running; then fail "a powered-on VM was served without a snapshot"; fi
 grep -q 'powered on.*snapshot=create' "$tmpdir/nbdkit.err"
 
-start_ferry vm=running snapshot=create
+# Tasks that stay running for a while are polled until they finish.
+control POST "/tasks?delay=1s" >/dev/null
+NBDKIT_FLAGS="-v -D ferry.soap=1" start_ferry vm=running snapshot=create
+grep -q 'CreateSnapshot_Task (task-[0-9]*) is running' "$tmpdir/nbdkit.err"
+control POST "/tasks?delay=0s" >/dev/null
 snap=$(vm_json running | jq -r '.snapshots[0].moref')
 [ "$(vm_json running | jq '.snapshots | length')" = 1 ]
 [ "$(vm_json running | jq -r '.snapshots[0].name')" != null ]
@@ -37,8 +41,11 @@ cmp "$tmpdir/copy" "$tmpdir/at-snapshot"
 disk_view running 2000 "$tmpdir/now"
 if cmp -s "$tmpdir/now" "$tmpdir/at-snapshot"; then fail "the guest writes had no effect"; fi
 
-# SIGTERM: nbdkit removes its snapshot before exiting; the writes are consolidated.
+# SIGTERM after the session expired (a long inspection): nbdkit logs in again, removes
+# its snapshot before exiting, and the guest's writes are consolidated.
+control POST /sessions/expire >/dev/null
 stop_ferry "$NBDKIT_PID"
+grep -q 'session expired, logging in again' "$tmpdir/nbdkit.err"
 [ "$(vm_json running | jq '.snapshots | length')" = 0 ]
 disk_view running 2000 "$tmpdir/after"
 cmp "$tmpdir/after" "$tmpdir/now"
