@@ -512,7 +512,8 @@ serve (struct vm *vm, int ready_fd)
    */
   fuse_loop_cfg_set_max_threads (loop, 16);
   fuse_loop_cfg_set_idle_threads (loop, 8);
-  r = fuse_loop_mt (fuse, loop) == 0 ? 0 : -1;
+  /* The loop returns the signal's number after SIGTERM/SIGINT/SIGHUP: a clean stop. */
+  r = fuse_loop_mt (fuse, loop) >= 0 ? 0 : -1;
   fuse_loop_cfg_destroy (loop);
   if (r == -1)
     log_error ("the FUSE loop failed");
