@@ -18,12 +18,14 @@
 #include <jansson.h>
 
 #include "common/log.h"
+#include "cache.h"
 #include "source.h"
 
 static struct source_config config = { .sslverify = true, .connections = 4 };
 static char *password;
 static const char *vm_json; /* write the VM's description here at start-up */
 static struct source *src;
+static struct cache_config cache_config;
 
 static void
 error_to_nbdkit (const char *msg)
@@ -57,7 +59,9 @@ ferry_unload (void)
     char buf[512];
     source_stats (src, buf, sizeof buf);
     nbdkit_debug ("stats: %s", buf);
+    cache_stats ();
   }
+  cache_close_all ();
   source_close (src);
   src = NULL;
   if (password) {
@@ -102,6 +106,16 @@ ferry_config (const char *key, const char *value)
   }
   else if (strcmp (key, "vm-json") == 0)
     vm_json = value;
+  else if (strcmp (key, "cache") == 0)
+    cache_config.cache = value;
+  else if (strcmp (key, "cache-dir") == 0)
+    cache_config.cache_dir = value;
+  else if (strcmp (key, "fill") == 0) {
+    int r = nbdkit_parse_bool (value);
+    if (r == -1)
+      return -1;
+    cache_config.fill = r;
+  }
   else if (strcmp (key, "connections") == 0) {
     if (nbdkit_parse_unsigned ("connections", value, &config.connections) == -1)
       return -1;
@@ -117,6 +131,8 @@ static int
 ferry_config_complete (void)
 {
   config.password = password;
+  if (cache_config_check (&cache_config) == -1)
+    return -1;
   return source_config_check (&config);
 }
 
@@ -135,7 +151,10 @@ ferry_config_complete (void)
   "thumbprint=AA:BB:..       Pin the server certificate (SHA-1 or SHA-256).\n" \
   "sslverify=false           Do not verify TLS (warns; for labs only).\n" \
   "connections=N             Range requests in flight (default 4).\n" \
-  "vm-json=FILE              Write the VM's description (JSON) to FILE at start."
+  "vm-json=FILE              Write the VM's description (JSON) to FILE at start.\n" \
+  "cache=PATH                Cache the one served disk in PATH (file or block device).\n" \
+  "cache-dir=DIR             Cache metadata (and, without cache=, images) per disk in DIR.\n" \
+  "fill=true                 Fetch every changed or missing block before serving."
 
 /* PARALLEL: every callback is thread-safe — reads borrow a handle from the HTTP pool, the
  * per-disk allocated map is computed once under a lock, and nothing else changes after
@@ -176,11 +195,25 @@ ferry_get_ready (void)
   src = source_open (&config);
   if (src == NULL)
     return -1;
-  if (vm_json && write_vm_json () == -1) {
-    source_close (src); /* removes a snapshot we made */
-    src = NULL;
-    return -1;
-  }
+  if (vm_json && write_vm_json () == -1)
+    goto err;
+  cache_config.connections = config.connections;
+  if (cache_open_all (src, &cache_config) == -1)
+    goto err;
+  return 0;
+
+err:
+  cache_close_all ();
+  source_close (src); /* removes a snapshot we made */
+  src = NULL;
+  return -1;
+}
+
+/* The cache lock files name their holder: that is now the forked server. */
+static int
+ferry_after_fork (void)
+{
+  cache_after_fork ();
   return 0;
 }
 
@@ -268,6 +301,10 @@ static int
 ferry_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct handle *h = handle;
+  struct dcache *c = cache_for (h->disk);
+
+  if (c)
+    return dcache_pread (c, buf, count, offset);
   return source_pread (src, h->disk, buf, count, offset);
 }
 
@@ -322,6 +359,7 @@ static struct nbdkit_plugin plugin = {
   .magic_config_key = "vm",
   .thread_model = ferry_thread_model,
   .get_ready = ferry_get_ready,
+  .after_fork = ferry_after_fork,
   .cleanup = ferry_cleanup,
   .list_exports = ferry_list_exports,
   .default_export = ferry_default_export,

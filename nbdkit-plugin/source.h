@@ -52,6 +52,17 @@ int source_pread (struct source *src, size_t i, void *buf, uint32_t count, uint6
  */
 int source_allocated (struct source *src, size_t i, const extent_vector **map);
 
+/* The areas of disk I changed since the state CHANGE_ID, up to the point in time served
+ * (all windows, merged).  0 with *AREAS; 1 with a malloc'd *WHY and no error reported
+ * when the source cannot answer for CHANGE_ID (CBT reset, unknown changeId, CBT off),
+ * which makes a cache refetch everything; -1 on other errors (reported).
+ */
+int source_changed (struct source *src, size_t i, const char *change_id,
+                    extent_vector *areas, char **why);
+
+/* The VM's identity for caches: its BIOS uuid (or moref when it has none). */
+const char *source_vm_uuid (const struct source *src);
+
 /* The VM as vm.json shows it (see nbdkit-ferry-plugin.pod, vm-json=). */
 typedef struct json_t json_t;
 json_t *source_describe (struct source *src, const char *server);

@@ -307,6 +307,59 @@ source_allocated (struct source *src, size_t i, const extent_vector **map)
   return 0;
 }
 
+int
+source_changed (struct source *src, size_t i, const char *change_id, extent_vector *areas,
+                char **why)
+{
+  const struct provider_disk *disk = &src->disks.ptr[i];
+  bool powered_off = src->vm.power_state && strcmp (src->vm.power_state, "poweredOn") != 0;
+  char was[64], now[64];
+  uint64_t seq;
+  struct vs_fault fault = { 0 };
+
+  *why = NULL;
+  if (disk->change_id == NULL) {
+    *why = strdup ("change tracking is off on the disk (no changeId)");
+    return 1;
+  }
+  if (!src->snapshot && !powered_off) {
+    *why = strdup ("no snapshot to compare against on a running VM");
+    return 1;
+  }
+  if (vs_parse_change_id (change_id, was, sizeof was, &seq) == -1
+      || vs_parse_change_id (disk->change_id, now, sizeof now, &seq) == -1) {
+    if (asprintf (why, "changeId \"%s\" or \"%s\" is not a vSphere changeId", change_id,
+                  disk->change_id) == -1)
+      *why = NULL;
+    return 1;
+  }
+  if (strcmp (was, now) != 0) {
+    if (asprintf (why, "CBT was reset (changeId %s, now %s)", change_id, disk->change_id)
+        == -1)
+      *why = NULL;
+    return 1;
+  }
+  if (vs_query_changed (src->session, &src->vm, src->snapshot, disk, change_id, areas,
+                        &fault)
+      == 0)
+    return 0;
+  if (fault.type == NULL)
+    return -1;
+  if (asprintf (why, "%s disk %s: QueryChangedDiskAreas since %s: %s %s", src->vm.moref,
+                disk->key, change_id, fault.type, fault.message ? fault.message : "")
+      == -1)
+    *why = NULL;
+  vs_fault_reset (&fault);
+  extent_vector_reset (areas);
+  return 1;
+}
+
+const char *
+source_vm_uuid (const struct source *src)
+{
+  return src->vm.uuid ? src->vm.uuid : src->vm.moref;
+}
+
 /* First extent that ends after OFFSET (binary search). */
 static size_t
 first_extent_after (const extent_vector *map, uint64_t offset)
