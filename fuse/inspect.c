@@ -322,7 +322,7 @@ inspect_disks (char *const *paths, size_t n)
   json_object_set_new (
       doc, "seconds",
       json_real ((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9));
-  out = json_dumps (doc, JSON_INDENT (2) | JSON_SORT_KEYS);
+  out = json_dumps (doc, JSON_INDENT (2) | JSON_SORT_KEYS | JSON_REAL_PRECISION (4));
   json_decref (doc);
   if (out != NULL) {
     size_t len = strlen (out);

@@ -3,6 +3,7 @@
 # (cmp, synthesised vm.json), and starts a non-ferry nbdkit itself.  A stopped server makes
 # reads fail with EIO after --timeout, a killed one at once; reads work again when the
 # server comes back.  Mountpoint and usage errors are clear, with exit 1 and 2.
+# shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit qemu-nbd nbdcopy fusermount3 mountpoint jq python3
@@ -40,18 +41,20 @@ if "$ferryfs" "$mp" "$uri_a" 2>"$tmpdir/err"; then fail "mounted twice"; fi
 grep -q "ferryfs: mountpoint .* is in use" "$tmpdir/err" || fail "in use: $(cat "$tmpdir/err")"
 rc=0
 "$ferryfs" "$tmpdir/missing" "$uri_a" 2>"$tmpdir/err" || rc=$?
-[ $rc = 1 ] && grep -q "ferryfs: mountpoint .*missing: No such file or directory" "$tmpdir/err" ||
+if [ $rc != 1 ] || ! grep -q "ferryfs: mountpoint .*missing: No such file or directory" "$tmpdir/err"; then
   fail "missing mountpoint: rc $rc: $(cat "$tmpdir/err")"
+fi
 rc_noarg=0 rc_badopt=0 rc_noserver=0
 "$ferryfs" "$tmpdir" 2>/dev/null || rc_noarg=$?
 "$ferryfs" --timeout=0 "$tmpdir" "$uri_a" 2>/dev/null || rc_badopt=$?
 mkdir -p "$tmpdir/mnt2"
 "$ferryfs" "$tmpdir/mnt2" "nbd+unix:///?socket=$tmpdir/nothing.sock" 2>"$tmpdir/err" ||
   rc_noserver=$?
-[ $rc_noarg = 2 ] && [ $rc_badopt = 2 ] || fail "usage errors: exit $rc_noarg, $rc_badopt"
-[ $rc_noserver = 1 ] && grep -q "^ferryfs: nbd+unix.*nothing.sock" "$tmpdir/err" ||
+[ "$rc_noarg $rc_badopt" = "2 2" ] || fail "usage errors: exit $rc_noarg, $rc_badopt"
+if [ $rc_noserver != 1 ] || ! grep -q "^ferryfs: nbd+unix.*nothing.sock" "$tmpdir/err"; then
   fail "no server: exit $rc_noserver: $(cat "$tmpdir/err")"
-! mountpoint -q "$tmpdir/mnt2"
+fi
+mountpoint -q "$tmpdir/mnt2" && fail "still mounted: $tmpdir/mnt2"
 "$ferryfs" --help | grep -q "^Examples:" || fail "--help has no examples"
 
 # read_errno FILE OFFSET: "ok" or the errno name, then the seconds the read took.
@@ -87,20 +90,26 @@ read -r res secs < <(read_errno "$mp/disks/disk0" $((3 << 20)))
 python3 -c "import sys; sys.exit(not ($secs <= 3))" || fail "EIO after $secs s from a dead server"
 cmp "$mp/disks/qdisk" "$tmpdir/b.img"
 stop_ferryfs "$mp" "$FERRYFS_PID"
-! mountpoint -q "$mp"
+mountpoint -q "$mp" && fail "still mounted: $mp"
 
-# Command mode with another plugin; its nbdkit killed: EIO within the timeout.
-start_ferryfs "$mp" -t 3 -- nbdkit memory 16M
+# Command mode with another plugin; its nbdkit killed: EIO within the timeout.  Here the
+# appliance cannot start (LIBGUESTFS_HV=/bin/false, settings chosen so no fallback):
+# inspection.json is a JSON error object, read without an I/O error.
+LIBGUESTFS_HV=/bin/false LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS="" \
+  start_ferryfs "$mp" -t 3 -- nbdkit memory 16M
 nbdkit_pid=$(pgrep -P "$FERRYFS_PID" -x nbdkit)
 [ "$(stat -c %s "$mp/disks/disk0")" = 16777216 ]
 cmp -n 16777216 "$mp/disks/disk0" /dev/zero
 jq -e '.source.provider == "nbd" and .disks[0].capacity == 16777216' "$mp/vm.json" >/dev/null
+cat "$mp/inspection.json" >"$tmpdir/inspection.json"
+jq -e '.error.stage == "launch" and (.error.message | length) > 0' "$tmpdir/inspection.json" \
+  >/dev/null || fail "inspection.json: $(cat "$tmpdir/inspection.json")"
 kill -9 "$nbdkit_pid"
 read -r res secs < <(read_errno "$mp/disks/disk0" 0)
 [ "$res" = EIO ] || fail "read after nbdkit was killed: $res"
 python3 -c "import sys; sys.exit(not ($secs <= 3.5))" || fail "EIO after $secs s"
 fusermount3 -u "$mp"
 timeout=30 wait_for sh -c "! kill -0 $FERRYFS_PID 2>/dev/null"
-! mountpoint -q "$mp"
-[ -z "$(pgrep -P "$FERRYFS_PID")" ]
+mountpoint -q "$mp" && fail "still mounted: $mp"
+! kill -0 "$nbdkit_pid" 2>/dev/null || fail "nbdkit $nbdkit_pid outlived the mount"
 echo "$0: OK"

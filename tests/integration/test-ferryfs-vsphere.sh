@@ -3,6 +3,7 @@
 # (cmp) with SEEK_DATA/SEEK_HOLE equal to the written areas; vm.json as the double's
 # inventory says; EROFS for every write; fusermount3 -u and SIGTERM leave no process and no
 # mount; with snapshot=create the snapshot is gone once ferryfs has exited.
+# shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit fusermount3 mountpoint jq curl python3

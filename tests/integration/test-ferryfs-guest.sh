@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# ferryfs with a real guest: the Debian 12 disk from tests/guest/build-guest.sh, hosted by
+# the vSphere double and served by the ferry plugin.  guestfish -i on the mounted disk file
+# sees the guest's filesystems and files; inspection.json says Debian 12 (libguestfs under
+# TCG here: ferryfs must fall back to it by itself).  The two appliance launches make this
+# test take about a minute.
+# shellcheck source-path=SCRIPTDIR source=functions.sh
+source "$(dirname "$0")/functions.sh"
+set -euo pipefail
+requires nbdkit guestfish fusermount3 mountpoint jq curl
+[ -e /dev/fuse ] || skip "/dev/fuse is missing"
+[ "$(id -u)" = 0 ] || skip "root is needed to build the guest disk"
+requires debootstrap
+
+rc=0
+"$top/tests/guest/build-guest.sh" "$tmpdir/guest.img" >"$tmpdir/build.log" 2>&1 || rc=$?
+[ $rc = 77 ] && skip "$(grep -m1 SKIP "$tmpdir/build.log")"
+[ $rc = 0 ] || fail "build-guest.sh: $(tail -20 "$tmpdir/build.log")"
+
+start_double
+create_vm guestlab "disks=1G&power=off&cbt=1" >/dev/null
+place_disk guestlab 2000 "$tmpdir/guest.img"
+printf pass >"$tmpdir/password"
+
+# ferryfs starts before guestfs_env, so (unless the caller chose libguestfs settings) its
+# inspection has to fall back to TCG by itself.
+mp=$tmpdir/mnt
+start_ferryfs "$mp" -- nbdkit "$plugin" provider=vsphere server="$SERVER" user=user \
+  password=+"$tmpdir/password" cacert="$CACERT" vm=guestlab
+disk=$mp/disks/hard-disk-1
+cmp "$disk" "$tmpdir/guest.img"
+
+# guestfish -i on the mounted file.
+guestfs_env
+guestfish --ro --format=raw -a "$disk" -i <<'EOF' >"$tmpdir/guestfish.out"
+list-filesystems
+cat /etc/hostname
+is-file /etc/debian_version
+EOF
+cat "$tmpdir/guestfish.out"
+grep -qx '/dev/sda1: ext4' "$tmpdir/guestfish.out" || fail "guestfish: no /dev/sda1 ext4"
+grep -qx guestlab "$tmpdir/guestfish.out" || fail "guestfish: hostname is not guestlab"
+[ "$(tail -1 "$tmpdir/guestfish.out")" = true ]
+
+# inspection.json (produced on first read, then cached).
+start=$SECONDS
+cat "$mp/inspection.json" >"$tmpdir/inspection.json"
+echo "inspection.json took $((SECONDS - start)) s"
+cat "$tmpdir/inspection.json"
+jq -e '.operating_systems | length == 1' "$tmpdir/inspection.json" >/dev/null ||
+  fail "inspection.json: $(cat "$tmpdir/inspection.json")"
+jq -e '.operating_systems[0] | .type == "linux" and .distro == "debian" and
+       .major_version == 12 and .hostname == "guestlab" and .root == "/dev/sda1" and
+       .mountpoints["/"] == "/dev/sda1" and .firmware == "bios" and
+       .virtio_drivers == true and (.kernels | length) >= 1 and
+       (.kernels[0].version | test("cloud-amd64$")) and (.product_name | test("12"))' \
+  "$tmpdir/inspection.json" >/dev/null || fail "inspection.json does not report the Debian 12 guest"
+# Cached: the second read is immediate and the same; stat now tells its size.
+start=$SECONDS
+cmp "$mp/inspection.json" "$tmpdir/inspection.json"
+((SECONDS - start < 5)) || fail "inspection.json was not cached"
+[ "$(stat -c %s "$mp/inspection.json")" = "$(stat -c %s "$tmpdir/inspection.json")" ]
+
+stop_ferryfs "$mp" "$FERRYFS_PID"
+mountpoint -q "$mp" && fail "still mounted: $mp"
+echo "$0: OK"
