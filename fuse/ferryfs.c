@@ -12,6 +12,11 @@
  * Shut-down (SIGTERM, SIGINT, fusermount3 -u): leave the loop, unmount, close the NBD
  * connections, then stop nbdkit with SIGTERM and wait for it, so the plugin removes any
  * snapshot it created.
+ *
+ * THREAD MODEL: the globals here are set by the main thread before the FUSE loop starts
+ * and only read afterwards; the loop's worker threads run fs.c.  nbdkit is started from
+ * the main thread, which lives until the end, because --exit-with-parent follows the
+ * thread that forked it.
  */
 #define FUSE_USE_VERSION 312
 
