@@ -4,6 +4,7 @@
 # fetching.  Reopening and filling again gives an image identical to the snapshot, and
 # the bytes fetched twice are at most the bytes in flight plus one batch.  Then two
 # openers of one cache: the second is refused with a clear message.
+# shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit jq curl cmp

@@ -3,6 +3,7 @@
 # identical to the snapshot — never stale: a CBT reset between rounds, a changeId the
 # server does not know (InvalidArgument), truncated or corrupted metadata.  One bad
 # metadata slot falls back to the other and stays correct.
+# shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit jq curl cmp /usr/bin/python3

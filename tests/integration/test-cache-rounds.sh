@@ -5,6 +5,7 @@
 # every round the cache image equals the disk as of that round's snapshot, and round N
 # fetches exactly the changed 64 KiB blocks (the double's own folder_bytes counter and
 # the plugin's stats).  Then reads through the plugin are served from the cache.
+# shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit nbdcopy jq curl cmp
@@ -51,7 +52,7 @@ gw ()
   guest_write_random warm 2000 "$1" "$2"
   writes2+=("$1:$2")
 }
-for i in $(seq 1 25); do gw $(((RANDOM * 32768 + RANDOM) % (500 << 20))) 4096; done
+for _ in $(seq 1 25); do gw $(((RANDOM * 32768 + RANDOM) % (500 << 20))) 4096; done
 gw $((300 << 20)) $((8 << 20))               # large sequential, into a hole
 gw $((3 * 65536 - 100)) 200                   # straddles blocks 2|3, over data
 gw $((7000 * 65536 - 1)) 2                    # straddles 6999|7000, in a hole
@@ -68,7 +69,7 @@ echo "round 2: fetched $FETCHED (plugin $PLUGIN), changed blocks $expect"
 [ "$FETCHED" = "$expect" ] || fail "round 2 fetched $FETCHED, the changed blocks are $expect"
 [ "$PLUGIN" = "$expect" ] || fail "round 2: plugin says it fetched $PLUGIN"
 
-for i in $(seq 1 10); do
+for _ in $(seq 1 10); do
   off=$(((RANDOM * 32768 + RANDOM) % (500 << 20)))
   guest_write_random warm 2000 "$off" 9000
   writes3+=("$off:9000")
