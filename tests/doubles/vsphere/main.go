@@ -141,6 +141,7 @@ func run() error {
 	if opt.esx {
 		dc = esx.Datacenter.Name
 	}
+	dbl.dcName = dc
 	s1 := sha1.Sum(leaf.Raw)
 	s256 := sha256.Sum256(leaf.Raw)
 	fmt.Printf("SERVER=%s\nURL=https://%s/sdk\nCACERT=%s\nTHUMBPRINT_SHA1=%s\nTHUMBPRINT_SHA256=%s\n",

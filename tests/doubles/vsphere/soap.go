@@ -47,6 +47,7 @@ type double struct {
 	client *vim25.Client
 	dsName string
 	dsDir  string
+	dcName string // the datacenter's inventory path, as dcPath gives it
 	dsRef  types.ManagedObjectReference
 	dcRef  types.ManagedObjectReference
 	folder types.ManagedObjectReference
