@@ -7,6 +7,7 @@
  * zero callbacks, so no request can reach the source as a write.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <jansson.h>
 
 #include "common/log.h"
+#include "readahead.h"
 #include "cache.h"
 #include "source.h"
 
@@ -25,6 +27,12 @@ static struct source_config config = { .sslverify = true, .connections = 4 };
 static char *password;
 static const char *vm_json; /* write the VM's description here at start-up */
 static struct source *src;
+static struct readahead **readahead; /* per disk, for reads without a cache */
+static struct disk_ref {
+  size_t disk;
+} *disk_refs;
+
+static void readahead_close_all (void);
 static struct cache_config cache_config;
 
 static void
@@ -60,7 +68,15 @@ ferry_unload (void)
     source_stats (src, buf, sizeof buf);
     nbdkit_debug ("stats: %s", buf);
     cache_stats ();
+    for (size_t i = 0; readahead && i < source_disk_count (src); i++) {
+      uint64_t chunks, hits, direct;
+      readahead_stats (readahead[i], &chunks, &hits, &direct);
+      nbdkit_debug ("stats: disk %s: read-ahead chunks fetched %" PRIu64
+                    ", requests served from them %" PRIu64 ", read directly %" PRIu64,
+                    source_disk (src, i)->key, chunks, hits, direct);
+    }
   }
+  readahead_close_all ();
   cache_close_all ();
   source_close (src);
   src = NULL;
@@ -190,6 +206,44 @@ write_vm_json (void)
 }
 
 static int
+read_source (void *opaque, void *buf, uint32_t count, uint64_t offset)
+{
+  return source_pread (src, ((struct disk_ref *) opaque)->disk, buf, count, offset);
+}
+
+static void
+readahead_close_all (void)
+{
+  for (size_t i = 0; readahead && src && i < source_disk_count (src); i++)
+    readahead_free (readahead[i]);
+  free (readahead);
+  free (disk_refs);
+  readahead = NULL;
+  disk_refs = NULL;
+}
+
+/* Read-ahead for the disks read straight from the source (a cache coalesces by itself). */
+static int
+readahead_open_all (void)
+{
+  size_t n = source_disk_count (src);
+
+  readahead = calloc (n, sizeof *readahead);
+  disk_refs = calloc (n, sizeof *disk_refs);
+  if (readahead == NULL || disk_refs == NULL) {
+    nbdkit_error ("calloc: %m");
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    disk_refs[i].disk = i;
+    readahead[i] = readahead_new (read_source, &disk_refs[i], source_disk (src, i)->capacity);
+    if (readahead[i] == NULL)
+      return -1;
+  }
+  return 0;
+}
+
+static int
 ferry_get_ready (void)
 {
   src = source_open (&config);
@@ -198,11 +252,12 @@ ferry_get_ready (void)
   if (vm_json && write_vm_json () == -1)
     goto err;
   cache_config.connections = config.connections;
-  if (cache_open_all (src, &cache_config) == -1)
+  if (cache_open_all (src, &cache_config) == -1 || readahead_open_all () == -1)
     goto err;
   return 0;
 
 err:
+  readahead_close_all ();
   cache_close_all ();
   source_close (src); /* removes a snapshot we made */
   src = NULL;
@@ -305,7 +360,7 @@ ferry_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t 
 
   if (c)
     return dcache_pread (c, buf, count, offset);
-  return source_pread (src, h->disk, buf, count, offset);
+  return readahead_pread (readahead[h->disk], buf, count, offset);
 }
 
 static int

@@ -1,0 +1,143 @@
+/* ferry: unit tests of the plugin's read-ahead: sequential readers are served from 2 MiB
+ * chunks (few source reads), random readers are read directly (no amplification), and
+ * every byte is right, also with parallel readers and a failing source.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "nbdkit-plugin/readahead.h"
+
+#define MiB (1024 * 1024)
+#define SIZE (64 * MiB + 12345) /* the last chunk is short */
+
+static uint64_t source_reads, source_bytes, fail_at = UINT64_MAX;
+
+static uint8_t
+byte_at (uint64_t off)
+{
+  return (off * 2654435761u) >> 24;
+}
+
+static int
+fake_read (void *opaque, void *buf, uint32_t count, uint64_t offset)
+{
+  assert_true (offset + count <= SIZE);
+  __atomic_add_fetch (&source_reads, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch (&source_bytes, count, __ATOMIC_RELAXED);
+  if (offset <= fail_at && fail_at < offset + count)
+    return -1;
+  for (uint32_t i = 0; i < count; i++)
+    ((uint8_t *)buf)[i] = byte_at (offset + i);
+  return 0;
+}
+
+static void
+check (const uint8_t *buf, uint32_t count, uint64_t offset)
+{
+  for (uint32_t i = 0; i < count; i++)
+    if (buf[i] != byte_at (offset + i))
+      fail_msg ("wrong byte at %llu", (unsigned long long)(offset + i));
+}
+
+struct worker {
+  struct readahead *ra;
+  uint64_t start, end;
+};
+
+static void *
+sequential (void *arg)
+{
+  struct worker *w = arg;
+  uint8_t *buf = malloc (256 * 1024);
+
+  for (uint64_t off = w->start; off < w->end; off += 256 * 1024) {
+    uint32_t n = w->end - off < 256 * 1024 ? w->end - off : 256 * 1024;
+    assert_int_equal (readahead_pread (w->ra, buf, n, off), 0);
+    check (buf, n, off);
+  }
+  free (buf);
+  return NULL;
+}
+
+static void
+test_parallel_sequential_readers (void **state)
+{
+  struct readahead *ra = readahead_new (fake_read, NULL, SIZE);
+  struct worker w[4];
+  pthread_t t[4];
+  uint64_t chunks, hits, direct;
+
+  source_reads = source_bytes = 0;
+  for (int i = 0; i < 4; i++) {
+    w[i] = (struct worker){ ra, (uint64_t)i * (SIZE / 4), (uint64_t)(i + 1) * (SIZE / 4) };
+    if (i == 3)
+      w[i].end = SIZE;
+    pthread_create (&t[i], NULL, sequential, &w[i]);
+  }
+  for (int i = 0; i < 4; i++)
+    pthread_join (t[i], NULL);
+  readahead_stats (ra, &chunks, &hits, &direct);
+  /* 64 MiB in 256 KiB requests is 257 requests; the source saw about 33 chunk reads plus
+   * one direct read per reader start and chunk boundary.
+   */
+  assert_true (chunks >= 32 && chunks <= 40);
+  assert_true (source_reads < 60);
+  assert_true (source_bytes < SIZE + 8 * 2 * MiB);
+  readahead_free (ra);
+}
+
+static void
+test_random_reads_are_direct (void **state)
+{
+  struct readahead *ra = readahead_new (fake_read, NULL, SIZE);
+  uint8_t buf[4096];
+  uint64_t chunks, hits, direct;
+
+  source_reads = source_bytes = 0;
+  srand (7);
+  for (int i = 0; i < 500; i++) {
+    uint64_t off = ((uint64_t)rand () * 4096) % (SIZE - sizeof buf);
+    assert_int_equal (readahead_pread (ra, buf, sizeof buf, off), 0);
+    check (buf, sizeof buf, off);
+  }
+  readahead_stats (ra, &chunks, &hits, &direct);
+  assert_true (chunks == 0);
+  assert_true (source_bytes == 500 * sizeof buf);
+  readahead_free (ra);
+}
+
+static void
+test_failed_chunk_reports_error (void **state)
+{
+  struct readahead *ra = readahead_new (fake_read, NULL, SIZE);
+  uint8_t buf[65536];
+
+  fail_at = 3 * MiB + 100;
+  assert_int_equal (readahead_pread (ra, buf, sizeof buf, 2 * MiB), 0);
+  /* Sequential: the chunk read [2, 4) MiB fails, and so does the direct retry. */
+  assert_int_equal (readahead_pread (ra, buf, sizeof buf, 2 * MiB + 65536), 0);
+  assert_int_equal (readahead_pread (ra, buf, sizeof buf, 3 * MiB), -1);
+  fail_at = UINT64_MAX;
+  /* Once the source answers again, the same range reads fine. */
+  assert_int_equal (readahead_pread (ra, buf, sizeof buf, 3 * MiB), 0);
+  check (buf, sizeof buf, 3 * MiB);
+  readahead_free (ra);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_parallel_sequential_readers),
+    cmocka_unit_test (test_random_reads_are_direct),
+    cmocka_unit_test (test_failed_chunk_reports_error),
+  };
+  return cmocka_run_group_tests (tests, NULL, NULL);
+}
