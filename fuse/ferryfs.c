@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
@@ -44,6 +45,9 @@
 #define PROGRAM "ferryfs"
 
 int ferryfs_verbose;
+int ferryfs_shutdown_fd = -1;
+static int shutdown_pipe[2] = { -1, -1 };
+static struct fuse_session *signal_session;
 
 static unsigned connections = 4;
 static int timeout = 30;
@@ -156,42 +160,6 @@ check_mountpoint (const char *arg)
 err:
   free (mp);
   return NULL;
-}
-
-/* Appends STR to the percent-encoded URI being built in *OUT. */
-static int
-uri_append (char **out, const char *str, const char *keep)
-{
-  size_t len = strlen (*out), i;
-  char *s = realloc (*out, len + strlen (str) * 3 + 1);
-
-  if (s == NULL)
-    return -1;
-  for (i = 0; str[i]; i++) {
-    unsigned char c = str[i];
-
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-        strchr ("-._~", c) || (c && strchr (keep, c)))
-      s[len++] = c;
-    else
-      len += sprintf (s + len, "%%%02X", c);
-  }
-  s[len] = '\0';
-  *out = s;
-  return 0;
-}
-
-static char *
-unix_uri (const char *socket, const char *export_name)
-{
-  char *uri = strdup ("nbd+unix:///");
-
-  if (uri == NULL || uri_append (&uri, export_name, "") == -1 ||
-      uri_append (&uri, "?socket=", "?=") == -1 || uri_append (&uri, socket, "/") == -1) {
-    free (uri);
-    return NULL;
-  }
-  return uri;
 }
 
 static bool
@@ -395,7 +363,7 @@ disks_from_nbdkit (struct vm *vm, char **cmd, int n)
   sock = start_nbdkit (cmd, n, &vm_json);
   if (sock == NULL)
     return -1;
-  list_uri = unix_uri (sock, "");
+  list_uri = nbd_unix_uri (sock, "");
   nr = list_uri ? nbd_list_exports (list_uri, timeout, &exports) : -1;
   if (nr == -1)
     return -1;
@@ -405,7 +373,7 @@ disks_from_nbdkit (struct vm *vm, char **cmd, int n)
     goto out;
   for (i = 0; i < (nr ? nr : 1); i++) {
     names[i] = nr ? exports[i].name : (char *)"";
-    uris[i] = unix_uri (sock, names[i]);
+    uris[i] = nbd_unix_uri (sock, names[i]);
     if (uris[i] == NULL)
       goto out;
   }
@@ -452,6 +420,50 @@ detach (void)
   return fds[1];
 }
 
+/* SIGTERM, SIGINT, SIGHUP: leave the FUSE loop (as libfuse's own handler does) and wake
+ * a thread waiting for inspection (inspect.c), which the loop would otherwise wait for.
+ */
+static void
+on_signal (int sig)
+{
+  int saved_errno = errno;
+
+  if (shutdown_pipe[1] >= 0 && write (shutdown_pipe[1], "x", 1) == -1) {
+    /* nothing to do in a signal handler */
+  }
+  if (signal_session)
+    fuse_session_exit (signal_session);
+  errno = saved_errno;
+}
+
+static int
+set_signal_handlers (struct fuse_session *se)
+{
+  struct sigaction sa = { .sa_handler = on_signal };
+  const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+  size_t i;
+
+  if (pipe2 (shutdown_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
+    return -1;
+  ferryfs_shutdown_fd = shutdown_pipe[0];
+  signal_session = se;
+  sigemptyset (&sa.sa_mask);
+  for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+    if (sigaction (sigs[i], &sa, NULL) == -1)
+      return -1;
+  signal (SIGPIPE, SIG_IGN);
+  return 0;
+}
+
+static void
+remove_signal_handlers (void)
+{
+  signal (SIGTERM, SIG_DFL);
+  signal (SIGINT, SIG_DFL);
+  signal (SIGHUP, SIG_DFL);
+  signal_session = NULL;
+}
+
 static int
 serve (struct vm *vm, int ready_fd)
 {
@@ -480,8 +492,8 @@ serve (struct vm *vm, int ready_fd)
     log_error ("cannot mount on %s (see the message above)", vm->mountpoint);
     goto out_destroy;
   }
-  if (fuse_set_signal_handlers (fuse_get_session (fuse)) == -1) {
-    log_error ("cannot set signal handlers");
+  if (set_signal_handlers (fuse_get_session (fuse)) == -1) {
+    log_error ("cannot set signal handlers: %m");
     goto out_unmount;
   }
   if (pidfile) {
@@ -517,14 +529,13 @@ serve (struct vm *vm, int ready_fd)
    */
   fuse_loop_cfg_set_max_threads (loop, 16);
   fuse_loop_cfg_set_idle_threads (loop, 8);
-  /* The loop returns the signal's number after SIGTERM/SIGINT/SIGHUP: a clean stop. */
   r = fuse_loop_mt (fuse, loop) >= 0 ? 0 : -1;
   fuse_loop_cfg_destroy (loop);
   if (r == -1)
     log_error ("the FUSE loop failed");
 
 out_handlers:
-  fuse_remove_signal_handlers (fuse_get_session (fuse));
+  remove_signal_handlers ();
 out_unmount:
   fuse_unmount (fuse);
 out_destroy:
@@ -557,6 +568,16 @@ main (int argc, char *argv[])
   long l;
 
   log_set_handlers (print_error, print_debug);
+
+  /* The inspection child (see inspect.c): the JSON document on stdout. */
+  if (argc >= 2 && strcmp (argv[1], INSPECT_OPTION) == 0) {
+    char *json = inspect_disks (&argv[2], argc - 2);
+
+    if (json == NULL || fputs (json, stdout) == EOF || fflush (stdout) == EOF)
+      exit (EXIT_FAILURE);
+    free (json);
+    exit (EXIT_SUCCESS);
+  }
 
   /* Everything after "--" is the nbdkit command, untouched by getopt. */
   for (i = 1; i < argc; i++) {

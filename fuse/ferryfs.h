@@ -37,6 +37,9 @@ struct export_info {
 int nbd_list_exports (const char *uri, int timeout, struct export_info **exports);
 void free_exports (struct export_info *exports, size_t n);
 
+/* nbd+unix:///EXPORT?socket=SOCKET, percent-encoded; NULL when out of memory. */
+char *nbd_unix_uri (const char *socket, const char *export_name);
+
 /* The mounted VM: one disk per export plus the two JSON files. */
 struct disk {
   char *file;        /* safe file name under disks/ */
@@ -65,6 +68,12 @@ extern struct vm *ferryfs_vm;
  */
 char *inspect_disks (char *const *paths, size_t n);
 
+/* The same in a child process ("ferryfs " INSPECT_OPTION " PATH..."), killed when
+ * CANCEL_FD becomes readable (shutdown); the result is then an error document.
+ */
+#define INSPECT_OPTION "--internal-inspect"
+char *inspect_in_child (char *const *paths, size_t n, int cancel_fd);
+
 /* vmjson.c: names the disk files and builds vm->vm_json, from the plugin's vm.json
  * (PLUGIN_JSON, a path) when there is one, else from NBD (URIS are shown as the source).
  */
@@ -72,5 +81,6 @@ int vm_describe (struct vm *vm, const char *plugin_json, char *const *uris, size
 
 /* ferryfs.c */
 extern int ferryfs_verbose;
+extern int ferryfs_shutdown_fd; /* readable once a signal asked ferryfs to stop */
 
 #endif /* FERRY_FERRYFS_H */

@@ -108,7 +108,7 @@ ensure_inspection (void)
     }
   }
   if (i == n)
-    inspection = inspect_disks (paths, n);
+    inspection = inspect_in_child (paths, n, ferryfs_shutdown_fd);
   for (i = 0; i < n; i++)
     free (paths[i]);
   free (paths);

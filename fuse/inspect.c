@@ -3,6 +3,12 @@
  * The disks are added read-only with format=raw, by their paths in this mount, so the
  * appliance reads them through ferryfs itself (see the thread model in fs.c).
  *
+ * The inspection runs in a child process (ferryfs itself, re-executed with a hidden
+ * option) whose output is the JSON document.  The FUSE thread that waits for it also
+ * watches the shutdown pipe: on SIGTERM the child is killed (libguestfs's recovery process
+ * then kills qemu), because the appliance's reads of this mount would never be answered
+ * once the FUSE loop stops, and the loop waits for this thread.
+ *
  * Where KVM is unusable (nested KVM that cannot run standard guests, no /dev/kvm), the
  * default launch fails at once; then, unless the user chose LIBGUESTFS_BACKEND_SETTINGS,
  * the launch is retried with the direct backend and TCG (force_tcg), which is slow but
@@ -11,11 +17,18 @@
  * THREAD MODEL: inspect_disks is called by one thread at a time (fs.c holds
  * inspection_lock); it owns its libguestfs handle.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <guestfs.h>
 #include <jansson.h>
@@ -337,4 +350,93 @@ inspect_disks (char *const *paths, size_t n)
     out = nl;
   }
   return out;
+}
+
+/* The parent side: runs "ferryfs --internal-inspect PATH..." and collects its output. */
+char *
+inspect_in_child (char *const *paths, size_t n, int cancel_fd)
+{
+  CLEANUP_FREE char *why = NULL;
+  char *out = NULL, *p;
+  size_t len = 0, i;
+  int fds[2], status;
+  pid_t pid;
+
+  if (pipe2 (fds, O_CLOEXEC) == -1)
+    goto fail;
+  pid = fork ();
+  if (pid == -1) {
+    close (fds[0]);
+    close (fds[1]);
+    goto fail;
+  }
+  if (pid == 0) {
+    char **argv = calloc (n + 3, sizeof *argv);
+
+    prctl (PR_SET_PDEATHSIG, SIGKILL);
+    if (argv == NULL || dup2 (fds[1], 1) == -1)
+      _exit (1);
+    argv[0] = (char *)"ferryfs";
+    argv[1] = (char *)INSPECT_OPTION;
+    for (i = 0; i < n; i++)
+      argv[i + 2] = paths[i];
+    execv ("/proc/self/exe", argv);
+    _exit (1);
+  }
+  close (fds[1]);
+
+  for (;;) {
+    struct pollfd pfd[2] = { { .fd = fds[0], .events = POLLIN },
+                             { .fd = cancel_fd, .events = POLLIN } };
+    ssize_t r;
+
+    if (poll (pfd, cancel_fd >= 0 ? 2 : 1, -1) == -1) {
+      if (errno == EINTR)
+        continue;
+      break;
+    }
+    if (cancel_fd >= 0 && (pfd[1].revents & POLLIN)) {
+      kill (pid, SIGKILL);
+      why = strdup ("ferryfs is shutting down");
+      break;
+    }
+    p = realloc (out, len + 65536 + 1);
+    if (p == NULL)
+      break;
+    out = p;
+    r = read (fds[0], out + len, 65536);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    len += r;
+  }
+  close (fds[0]);
+  while (waitpid (pid, &status, 0) == -1 && errno == EINTR)
+    ;
+  if (why == NULL && (!WIFEXITED (status) || WEXITSTATUS (status) != 0 || len == 0) &&
+      asprintf (&why, "the inspection process failed (%s %d)",
+                WIFEXITED (status) ? "status" : "signal",
+                WIFEXITED (status) ? WEXITSTATUS (status) : WTERMSIG (status)) == -1)
+    why = NULL;
+  if (why == NULL && out != NULL) {
+    out[len] = '\0';
+    return out;
+  }
+  free (out);
+  {
+    json_t *doc = error_json ("inspect", why ? why : "out of memory");
+    char *s = doc ? json_dumps (doc, JSON_INDENT (2)) : NULL;
+
+    json_decref (doc);
+    if (s && (p = realloc (s, strlen (s) + 2)) != NULL) {
+      strcat (p, "\n");
+      return p;
+    }
+    return s;
+  }
+
+fail:
+  log_error ("inspection: %m");
+  return NULL;
 }

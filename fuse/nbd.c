@@ -500,3 +500,39 @@ err:
   free_exports (v.ptr, v.len);
   return -1;
 }
+
+/* Appends STR to the percent-encoded URI being built in *OUT. */
+static int
+uri_append (char **out, const char *str, const char *keep)
+{
+  size_t len = strlen (*out), i;
+  char *s = realloc (*out, len + strlen (str) * 3 + 1);
+
+  if (s == NULL)
+    return -1;
+  for (i = 0; str[i]; i++) {
+    unsigned char c = str[i];
+
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+        strchr ("-._~", c) || (c && strchr (keep, c)))
+      s[len++] = c;
+    else
+      len += sprintf (s + len, "%%%02X", c);
+  }
+  s[len] = '\0';
+  *out = s;
+  return 0;
+}
+
+char *
+nbd_unix_uri (const char *socket, const char *export_name)
+{
+  char *uri = strdup ("nbd+unix:///");
+
+  if (uri == NULL || uri_append (&uri, export_name, "") == -1 ||
+      uri_append (&uri, "?socket=", "?=") == -1 || uri_append (&uri, socket, "/") == -1) {
+    free (uri);
+    return NULL;
+  }
+  return uri;
+}

@@ -2,8 +2,8 @@
 # ferryfs with a real guest: the Debian 12 disk from tests/guest/build-guest.sh, hosted by
 # the vSphere double and served by the ferry plugin.  guestfish -i on the mounted disk file
 # sees the guest's filesystems and files; inspection.json says Debian 12 (libguestfs under
-# TCG here: ferryfs must fall back to it by itself).  The two appliance launches make this
-# test take about a minute.
+# TCG here: ferryfs must fall back to it by itself).  SIGTERM during an inspection stops
+# it.  The appliance launches make this test take about a minute and a half.
 # shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
@@ -63,4 +63,20 @@ cmp "$mp/inspection.json" "$tmpdir/inspection.json"
 
 stop_ferryfs "$mp" "$FERRYFS_PID"
 mountpoint -q "$mp" && fail "still mounted: $mp"
+
+# SIGTERM while an inspection runs: the appliance reads through the mount, so ferryfs must
+# stop the inspection (its process and qemu) to exit at all.
+start_ferryfs "$mp" -- nbdkit "$plugin" provider=vsphere server="$SERVER" user=user \
+  password=+"$tmpdir/password" cacert="$CACERT" vm=guestlab
+cat "$mp/inspection.json" >/dev/null 2>&1 &
+cat_pid=$!
+wait_for pgrep -P "$FERRYFS_PID" -f -- --internal-inspect >/dev/null
+inspect_pid=$(pgrep -P "$FERRYFS_PID" -f -- --internal-inspect)
+timeout=60 wait_for pgrep -P "$inspect_pid" qemu-system >/dev/null
+qemu_pid=$(pgrep -P "$inspect_pid" qemu-system)
+kill -TERM "$FERRYFS_PID"
+timeout=30 wait_for sh -c "! kill -0 $FERRYFS_PID 2>/dev/null"
+wait "$cat_pid" || true
+timeout=30 wait_for sh -c "! kill -0 $inspect_pid 2>/dev/null && ! kill -0 $qemu_pid 2>/dev/null"
+mountpoint -q "$mp" && fail "still mounted after SIGTERM: $mp"
 echo "$0: OK"
