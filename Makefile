@@ -130,17 +130,21 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all $(DOUBLE)
 	$(Q)scripts/demo.sh
 
+MANPAGES := nbdkit-plugin/nbdkit-ferry-plugin.1 fuse/ferryfs.1
+
 install: all
-	install -d $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -d $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/
-	install -m 0644 nbdkit-plugin/nbdkit-ferry-plugin.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0755 $(FERRYFS) $(DESTDIR)$(BINDIR)/
+	install -m 0644 $(MANPAGES) $(DESTDIR)$(MANDIR)/man1/
 
 uninstall:
-	rm -f $(DESTDIR)$(PLUGINDIR)/nbdkit-ferry-plugin.so $(DESTDIR)$(MANDIR)/man1/nbdkit-ferry-plugin.1
+	rm -f $(DESTDIR)$(PLUGINDIR)/nbdkit-ferry-plugin.so $(DESTDIR)$(BINDIR)/ferryfs
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MANPAGES)))
 
-nbdkit-plugin/nbdkit-ferry-plugin.1: nbdkit-plugin/nbdkit-ferry-plugin.pod
-	$(Q)pod2man --section=1 --center=ferry --name=nbdkit-ferry-plugin $< > $@
-all: nbdkit-plugin/nbdkit-ferry-plugin.1
+%.1: %.pod
+	$(Q)pod2man --section=1 --center=ferry --name=$(basename $(notdir $@)) $< > $@
+all: $(MANPAGES)
 
 SHELL_SCRIPTS = $(shell git ls-files '*.sh' .ci/run 2>/dev/null)
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
@@ -156,7 +160,7 @@ clean-objs:
 	  tests/integration/http-fetch
 
 clean: clean-objs
-	rm -f $(DOUBLE) nbdkit-plugin/nbdkit-ferry-plugin.1
+	rm -f $(DOUBLE) $(MANPAGES)
 	rm -rf tests/doubles/vsphere/.build
 
 help:
