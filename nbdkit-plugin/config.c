@@ -31,8 +31,9 @@ source_config_check (const struct source_config *c)
     return -1;
   }
   if (c->thumbprint && c->cacert) {
-    log_error ("thumbprint= and cacert= are exclusive: the thumbprint pins the certificate, "
-               "the CA file verifies its chain");
+    log_error (
+        "thumbprint= and cacert= are exclusive: the thumbprint pins the certificate, "
+        "the CA file verifies its chain");
     return -1;
   }
   if (!c->sslverify && (c->thumbprint || c->cacert)) {
@@ -41,7 +42,8 @@ source_config_check (const struct source_config *c)
   }
   if (c->thumbprint && http_normalise_thumbprint (c->thumbprint, tp, sizeof tp) == -1) {
     log_error ("thumbprint=%s: expected a SHA-1 (20 bytes) or SHA-256 (32 bytes) "
-               "fingerprint in hex, like AA:BB:...", c->thumbprint);
+               "fingerprint in hex, like AA:BB:...",
+               c->thumbprint);
     return -1;
   }
   if (c->connections < 1 || c->connections > 64) {

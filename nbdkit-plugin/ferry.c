@@ -30,7 +30,7 @@ static struct source *src;
 static struct readahead **readahead; /* per disk, for reads without a cache */
 static struct disk_ref {
   size_t disk;
-} *disk_refs;
+} * disk_refs;
 
 static void readahead_close_all (void);
 static struct cache_config cache_config;
@@ -99,8 +99,7 @@ ferry_config (const char *key, const char *value)
     free (password);
     if (nbdkit_read_password (value, &password) == -1)
       return -1;
-  }
-  else if (strcmp (key, "vm") == 0)
+  } else if (strcmp (key, "vm") == 0)
     config.vm = value;
   else if (strcmp (key, "vm-uuid") == 0)
     config.vm_uuid = value;
@@ -119,8 +118,7 @@ ferry_config (const char *key, const char *value)
     if (r == -1)
       return -1;
     config.sslverify = r;
-  }
-  else if (strcmp (key, "vm-json") == 0)
+  } else if (strcmp (key, "vm-json") == 0)
     vm_json = value;
   else if (strcmp (key, "cache") == 0)
     cache_config.cache = value;
@@ -131,12 +129,10 @@ ferry_config (const char *key, const char *value)
     if (r == -1)
       return -1;
     cache_config.fill = r;
-  }
-  else if (strcmp (key, "connections") == 0) {
+  } else if (strcmp (key, "connections") == 0) {
     if (nbdkit_parse_unsigned ("connections", value, &config.connections) == -1)
       return -1;
-  }
-  else {
+  } else {
     nbdkit_error ("unknown parameter '%s' (see nbdkit ferry --help)", key);
     return -1;
   }
@@ -152,24 +148,25 @@ ferry_config_complete (void)
   return source_config_check (&config);
 }
 
-#define ferry_config_help \
-  "provider=vsphere          (required) The source kind.\n" \
-  "server=HOST[:PORT]        (required) vCenter or ESXi host.\n" \
-  "user=NAME                 (required) User name.\n" \
-  "password=SECRET|+FILE|-|-FD (required) Password (prefer +FILE).\n" \
-  "vm=MOREF|NAME             The VM, by managed object id or name.\n" \
-  "vm-uuid=UUID              The VM, by BIOS or instance uuid.\n" \
-  "disk=KEY|INDEX|\"[ds] path.vmdk\"  Serve one disk (default: all, one export each).\n" \
-  "snapshot=MOREF|create     Serve a snapshot's frozen base; create makes one and\n" \
-  "                          removes it at exit.\n" \
-  "datacenter=PATH           Datacenter inventory path (default: found from the VM).\n" \
-  "cacert=FILE               Trust the CAs in FILE.\n" \
-  "thumbprint=AA:BB:..       Pin the server certificate (SHA-1 or SHA-256).\n" \
-  "sslverify=false           Do not verify TLS (warns; for labs only).\n" \
-  "connections=N             Range requests in flight (default 4).\n" \
-  "vm-json=FILE              Write the VM's description (JSON) to FILE at start.\n" \
-  "cache=PATH                Cache the one served disk in PATH (file or block device).\n" \
-  "cache-dir=DIR             Cache metadata (and, without cache=, images) per disk in DIR.\n" \
+#define ferry_config_help                                                                  \
+  "provider=vsphere          (required) The source kind.\n"                                \
+  "server=HOST[:PORT]        (required) vCenter or ESXi host.\n"                           \
+  "user=NAME                 (required) User name.\n"                                      \
+  "password=SECRET|+FILE|-|-FD (required) Password (prefer +FILE).\n"                      \
+  "vm=MOREF|NAME             The VM, by managed object id or name.\n"                      \
+  "vm-uuid=UUID              The VM, by BIOS or instance uuid.\n"                          \
+  "disk=KEY|INDEX|\"[ds] path.vmdk\"  Serve one disk (default: all, one export each).\n"   \
+  "snapshot=MOREF|create     Serve a snapshot's frozen base; create makes one and\n"       \
+  "                          removes it at exit.\n"                                        \
+  "datacenter=PATH           Datacenter inventory path (default: found from the VM).\n"    \
+  "cacert=FILE               Trust the CAs in FILE.\n"                                     \
+  "thumbprint=AA:BB:..       Pin the server certificate (SHA-1 or SHA-256).\n"             \
+  "sslverify=false           Do not verify TLS (warns; for labs only).\n"                  \
+  "connections=N             Range requests in flight (default 4).\n"                      \
+  "vm-json=FILE              Write the VM's description (JSON) to FILE at start.\n"        \
+  "cache=PATH                Cache the one served disk in PATH (file or block device).\n"  \
+  "cache-dir=DIR             Cache metadata (and, without cache=, images) per disk in "    \
+  "DIR.\n"                                                                                 \
   "fill=true                 Fetch every changed or missing block before serving."
 
 /* PARALLEL: every callback is thread-safe — reads borrow a handle from the HTTP pool, the
@@ -208,7 +205,7 @@ write_vm_json (void)
 static int
 read_source (void *opaque, void *buf, uint32_t count, uint64_t offset)
 {
-  return source_pread (src, ((struct disk_ref *) opaque)->disk, buf, count, offset);
+  return source_pread (src, ((struct disk_ref *)opaque)->disk, buf, count, offset);
 }
 
 static void
@@ -236,7 +233,8 @@ readahead_open_all (void)
   }
   for (size_t i = 0; i < n; i++) {
     disk_refs[i].disk = i;
-    readahead[i] = readahead_new (read_source, &disk_refs[i], source_disk (src, i)->capacity);
+    readahead[i] =
+        readahead_new (read_source, &disk_refs[i], source_disk (src, i)->capacity);
     if (readahead[i] == NULL)
       return -1;
   }
@@ -397,7 +395,8 @@ ferry_extents (void *handle, uint32_t count, uint64_t offset, uint32_t flags,
       return 0;
   }
   if (pos < end)
-    return nbdkit_add_extent (extents, pos, end - pos, NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO);
+    return nbdkit_add_extent (extents, pos, end - pos,
+                              NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO);
   return 0;
 }
 

@@ -11,14 +11,14 @@
 #include "providers/provider.h"
 
 struct source_config {
-  const char *provider;   /* "vsphere" */
+  const char *provider; /* "vsphere" */
   const char *server;
   const char *user;
   const char *password;
-  const char *vm;         /* moref or name */
+  const char *vm; /* moref or name */
   const char *vm_uuid;
-  const char *disk;       /* key, index, "[ds] path.vmdk" or export name; NULL = all */
-  const char *snapshot;   /* moref, "create", or NULL */
+  const char *disk;     /* key, index, "[ds] path.vmdk" or export name; NULL = all */
+  const char *snapshot; /* moref, "create", or NULL */
   const char *datacenter;
   const char *cacert;
   const char *thumbprint;

@@ -38,12 +38,12 @@ struct source_disk {
 struct source {
   struct vs_session *session;
   struct vs_vm vm;
-  char *snapshot;          /* moref being served, or NULL for the live disks */
-  char *snapshot_name;     /* the name we gave it, when we created it */
-  bool created_snapshot;   /* we made it, so we remove it */
-  disk_vector disks;       /* the served disks, as of the snapshot */
+  char *snapshot;        /* moref being served, or NULL for the live disks */
+  char *snapshot_name;   /* the name we gave it, when we created it */
+  bool created_snapshot; /* we made it, so we remove it */
+  disk_vector disks;     /* the served disks, as of the snapshot */
   struct source_disk *state;
-  uint64_t zero_bytes;     /* read as known zeros without fetching */
+  uint64_t zero_bytes; /* read as known zeros without fetching */
 };
 
 static bool
@@ -79,10 +79,11 @@ static int
 refuse_snapshots (const struct vs_vm *vm)
 {
   CLEANUP_FREE char *names = snapshot_names (vm);
-  log_error ("%s (%s): the VM has %zu snapshot(s): %s; ferry reads only the flat base "
-             "disks of a VM without snapshots (snapshot delta chains are not supported yet): "
-             "delete or consolidate them first",
-             vm->moref, vm->name, vm->snapshots.len, names ? names : "?");
+  log_error (
+      "%s (%s): the VM has %zu snapshot(s): %s; ferry reads only the flat base "
+      "disks of a VM without snapshots (snapshot delta chains are not supported yet): "
+      "delete or consolidate them first",
+      vm->moref, vm->name, vm->snapshots.len, names ? names : "?");
   return -1;
 }
 
@@ -109,8 +110,9 @@ choose_snapshot (struct source *src, const struct source_config *config)
     char name[64], desc[128];
     if (vm->snapshots.len > 0)
       return refuse_snapshots (vm);
-    snprintf (name, sizeof name, "ferry-inspect-%lld", (long long) time (NULL));
-    snprintf (desc, sizeof desc, "Created by ferry (nbdkit ferry snapshot=create); removed "
+    snprintf (name, sizeof name, "ferry-inspect-%lld", (long long)time (NULL));
+    snprintf (desc, sizeof desc,
+              "Created by ferry (nbdkit ferry snapshot=create); removed "
               "when it exits. Safe to delete.");
     if (vs_create_snapshot (src->session, vm, name, desc, &src->snapshot) == -1)
       return -1;
@@ -138,8 +140,8 @@ source_find_disk (const struct source *src, const char *name)
 
   for (size_t i = 0; i < src->disks.len; i++) {
     const struct provider_disk *d = &src->disks.ptr[i];
-    if (strcmp (d->export_name, name) == 0 || strcmp (d->key, name) == 0
-        || strcmp (d->file_name, name) == 0)
+    if (strcmp (d->export_name, name) == 0 || strcmp (d->key, name) == 0 ||
+        strcmp (d->file_name, name) == 0)
       return i;
   }
   idx = strtoul (name, &end, 10);
@@ -169,7 +171,7 @@ select_disk (struct source *src, const char *which)
     return -1;
   }
   for (size_t j = 0; j < src->disks.len; j++)
-    if ((int) j != i)
+    if ((int)j != i)
       provider_disk_free (&src->disks.ptr[j]);
   src->disks.ptr[0] = src->disks.ptr[i];
   src->disks.len = 1;
@@ -203,16 +205,16 @@ source_open (const struct source_config *config)
   if (src->snapshot) {
     if (vs_snapshot_disks (src->session, &src->vm, src->snapshot, &src->disks) == -1)
       goto err;
-  }
-  else {
+  } else {
     src->disks = src->vm.disks;
-    src->vm.disks = (disk_vector) empty_vector;
+    src->vm.disks = (disk_vector)empty_vector;
   }
   for (size_t i = 0; i < src->disks.len; i++) {
     if (is_delta_file (src->disks.ptr[i].file_name)) {
       log_error ("%s (%s) disk %s: %s is a snapshot delta, not a flat base disk; ferry "
-                 "cannot read delta chains yet", src->vm.moref, src->vm.name,
-                 src->disks.ptr[i].key, src->disks.ptr[i].file_name);
+                 "cannot read delta chains yet",
+                 src->vm.moref, src->vm.name, src->disks.ptr[i].key,
+                 src->disks.ptr[i].file_name);
       goto err;
     }
   }
@@ -242,7 +244,8 @@ source_release (struct source *src)
     return;
   if (vs_remove_snapshot (src->session, &src->vm, src->snapshot) == -1)
     log_error ("%s (%s): the snapshot %s that ferry created could not be removed; remove "
-               "it in vSphere", src->vm.moref, src->vm.name, src->snapshot);
+               "it in vSphere",
+               src->vm.moref, src->vm.name, src->snapshot);
   src->created_snapshot = false;
 }
 
@@ -295,10 +298,10 @@ source_allocated (struct source *src, size_t i, const extent_vector **map)
         sd->map_known = true;
       else if (fault.type) {
         log_debug ("%s disk %s: no allocation map (%s: %s); serving every block as data",
-                   src->vm.moref, disk->key, fault.type, fault.message ? fault.message : "");
+                   src->vm.moref, disk->key, fault.type,
+                   fault.message ? fault.message : "");
         vs_fault_reset (&fault);
-      }
-      else
+      } else
         return -1;
     }
     sd->map_done = true;
@@ -326,28 +329,26 @@ source_changed (struct source *src, size_t i, const char *change_id, extent_vect
     *why = strdup ("no snapshot to compare against on a running VM");
     return 1;
   }
-  if (vs_parse_change_id (change_id, was, sizeof was, &seq) == -1
-      || vs_parse_change_id (disk->change_id, now, sizeof now, &seq) == -1) {
+  if (vs_parse_change_id (change_id, was, sizeof was, &seq) == -1 ||
+      vs_parse_change_id (disk->change_id, now, sizeof now, &seq) == -1) {
     if (asprintf (why, "changeId \"%s\" or \"%s\" is not a vSphere changeId", change_id,
                   disk->change_id) == -1)
       *why = NULL;
     return 1;
   }
   if (strcmp (was, now) != 0) {
-    if (asprintf (why, "CBT was reset (changeId %s, now %s)", change_id, disk->change_id)
-        == -1)
+    if (asprintf (why, "CBT was reset (changeId %s, now %s)", change_id, disk->change_id) ==
+        -1)
       *why = NULL;
     return 1;
   }
   if (vs_query_changed (src->session, &src->vm, src->snapshot, disk, change_id, areas,
-                        &fault)
-      == 0)
+                        &fault) == 0)
     return 0;
   if (fault.type == NULL)
     return -1;
   if (asprintf (why, "%s disk %s: QueryChangedDiskAreas since %s: %s %s", src->vm.moref,
-                disk->key, change_id, fault.type, fault.message ? fault.message : "")
-      == -1)
+                disk->key, change_id, fault.type, fault.message ? fault.message : "") == -1)
     *why = NULL;
   vs_fault_reset (&fault);
   extent_vector_reset (areas);
@@ -447,11 +448,12 @@ source_describe (struct source *src, const char *server)
       allocated = json_integer (sum);
     }
     json_array_append_new (
-      disks, json_pack ("{s:s, s:o, s:s, s:s, s:I, s:o, s:o, s:o}", "key", d->key, "label",
-                        json_string_or_null (d->label), "fileName", d->file_name, "export",
-                        d->export_name, "capacity", (json_int_t) d->capacity, "allocated",
-                        allocated, "changeId", json_string_or_null (d->change_id), "uuid",
-                        json_string_or_null (d->uuid)));
+        disks,
+        json_pack ("{s:s, s:o, s:s, s:s, s:I, s:o, s:o, s:o}", "key", d->key, "label",
+                   json_string_or_null (d->label), "fileName", d->file_name, "export",
+                   d->export_name, "capacity", (json_int_t)d->capacity, "allocated",
+                   allocated, "changeId", json_string_or_null (d->change_id), "uuid",
+                   json_string_or_null (d->uuid)));
   }
   for (size_t i = 0; i < vm->nics.len; i++) {
     const struct vs_nic *n = &vm->nics.ptr[i];
@@ -468,18 +470,18 @@ source_describe (struct source *src, const char *server)
         name = vm->snapshots.ptr[i].name;
     json_decref (snap);
     snap = json_pack ("{s:s, s:o, s:b}", "moref", src->snapshot, "name",
-                      json_string_or_null (name ? name : src->snapshot_name), "createdByFerry",
-                      src->created_snapshot);
+                      json_string_or_null (name ? name : src->snapshot_name),
+                      "createdByFerry", src->created_snapshot);
   }
-  return json_pack ("{s:s, s:o, s:o, s:o, s:o, s:i, s:I, s:o, s:o, s:o, s:o, s:o, s:{s:s, s:s}}",
-                    "moref", vm->moref, "name", json_string_or_null (vm->name), "uuid",
-                    json_string_or_null (vm->uuid), "instanceUuid",
-                    json_string_or_null (vm->instance_uuid), "guestId",
-                    json_string_or_null (vm->guest_id), "cpus", (int) vm->cpus, "memoryMB",
-                    (json_int_t) vm->memory_mb, "firmware", json_string_or_null (vm->firmware),
-                    "powerState", json_string_or_null (vm->power_state), "snapshot", snap,
-                    "disks", disks, "nics", nics, "source", "provider", "vsphere", "server",
-                    server);
+  return json_pack (
+      "{s:s, s:o, s:o, s:o, s:o, s:i, s:I, s:o, s:o, s:o, s:o, s:o, s:{s:s, s:s}}", "moref",
+      vm->moref, "name", json_string_or_null (vm->name), "uuid",
+      json_string_or_null (vm->uuid), "instanceUuid",
+      json_string_or_null (vm->instance_uuid), "guestId",
+      json_string_or_null (vm->guest_id), "cpus", (int)vm->cpus, "memoryMB",
+      (json_int_t)vm->memory_mb, "firmware", json_string_or_null (vm->firmware),
+      "powerState", json_string_or_null (vm->power_state), "snapshot", snap, "disks", disks,
+      "nics", nics, "source", "provider", "vsphere", "server", server);
 
 err:
   json_decref (disks);
