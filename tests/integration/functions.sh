@@ -20,11 +20,6 @@ double=$top/tests/doubles/vsphere/vsphere-double
 tmpdir=$(mktemp -d "${TMPDIR:-/tmp}/ferry-test.XXXXXX")
 export tmpdir
 
-# make check-asan: the plugin is built with ASan, so nbdkit needs the runtime preloaded.
-if [ -n "${FERRY_ASAN:-}" ]; then
-  NBDKIT_PREFIX="env LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so) ASAN_OPTIONS=detect_leaks=0"
-fi
-
 _cleanup_fns=()
 cleanup_fn ()
 {
@@ -54,6 +49,19 @@ fail ()
 {
   echo "$0: FAIL: $*" >&2
   exit 1
+}
+
+# make check-asan builds the plugin with ASan, and nbdkit (not built with it) could only
+# load it with the ASan runtime preloaded.  On Debian 12 a preloaded ASan runtime (gcc's
+# and clang's alike) deadlocks on glibc's setlocale lock once p11-kit, which nbdkit pulls
+# in through GnuTLS, is loaded: `LD_PRELOAD=libasan.so curl --version` hangs the same way.
+# So tests that load the plugin into nbdkit skip in that build; the unit tests, the HTTP
+# driver, the double and ferryfs still run under ASan there, and everything under make check.
+requires_plugin ()
+{
+  [ -z "${FERRY_ASAN:-}" ] ||
+    skip "nbdkit cannot load the ASan-built plugin here (a preloaded ASan runtime deadlocks with p11-kit); run by make check"
+  [ -f "$plugin" ] || fail "$plugin is not built (run make)"
 }
 
 requires ()
@@ -103,12 +111,13 @@ control ()
 # TLS_ARGS replaces the default cacert= (e.g. TLS_ARGS="thumbprint=...").
 start_ferry ()
 {
+  requires_plugin
   SOCK=$tmpdir/nbd.$RANDOM.sock
   local pidfile=$tmpdir/nbdkit.$RANDOM.pid
   printf '%s' "${PASSWORD:-pass}" >"$tmpdir/password"
-  # NBDKIT_PREFIX, NBDKIT_FLAGS and TLS_ARGS are word lists on purpose.
+  # NBDKIT_FLAGS and TLS_ARGS are word lists on purpose.
   # shellcheck disable=SC2086
-  ${NBDKIT_PREFIX:-} nbdkit -U "$SOCK" -P "$pidfile" ${NBDKIT_FLAGS:-} \
+  nbdkit -U "$SOCK" -P "$pidfile" ${NBDKIT_FLAGS:-} \
     "$plugin" provider=vsphere server="$SERVER" user="${FERRY_USER:-user}" password=+"$tmpdir/password" \
     ${TLS_ARGS-cacert=$CACERT} "$@" 2>>"$tmpdir/nbdkit.err" || return 1
   # The background child writes the pid file after the parent has returned.

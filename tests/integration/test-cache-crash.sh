@@ -8,6 +8,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit jq curl cmp
+requires_plugin
 
 start_double
 # 160 MiB of data in a 512 MiB disk, in scattered areas.

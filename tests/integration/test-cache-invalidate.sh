@@ -7,6 +7,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit jq curl cmp /usr/bin/python3
+requires_plugin
 
 start_double
 make_sparse_disk "$tmpdir/disk" 256M 0:16 100:40 2000:30

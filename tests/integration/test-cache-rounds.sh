@@ -9,6 +9,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit nbdcopy jq curl cmp
+requires_plugin
 
 start_double
 make_sparse_disk "$tmpdir/disk" 512M 0:16 100:40 2000:30 5000:200

@@ -8,6 +8,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit guestfish fusermount3 mountpoint jq curl
+requires_plugin
 [ -e /dev/fuse ] || skip "/dev/fuse is missing"
 [ "$(id -u)" = 0 ] || skip "root is needed to build the guest disk"
 requires debootstrap

@@ -7,6 +7,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit fusermount3 mountpoint jq curl python3
+requires_plugin
 [ -e /dev/fuse ] || skip "/dev/fuse is missing"
 
 start_double

@@ -4,6 +4,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit nbdinfo jq curl
+requires_plugin
 
 start_double -username admin -password 'Corr3ct-h0rse'
 export PASSWORD='Corr3ct-h0rse' FERRY_USER=admin

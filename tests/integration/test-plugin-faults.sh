@@ -4,6 +4,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit nbdcopy jq curl
+requires_plugin
 
 start_double -fault-503 0.02 -fault-reset 0.015 -fault-truncate 0.015
 make_sparse_disk "$tmpdir/disk" 1G 0:800 2000:1200 6000:800 12000:400

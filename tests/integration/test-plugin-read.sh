@@ -5,6 +5,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit nbdinfo nbdcopy qemu-img jq curl
+requires_plugin
 
 start_double
 

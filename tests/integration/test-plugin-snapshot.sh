@@ -5,6 +5,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires nbdkit nbdinfo nbdcopy jq curl
+requires_plugin
 
 start_double
 make_sparse_disk "$tmpdir/disk" 256M 0:16 100:40 2000:30
