@@ -37,6 +37,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "util.h"
 #include "vector.h"
 #include "http.h"
 
@@ -118,24 +119,6 @@ static void
 global_init (void)
 {
   init_rc = curl_global_init (CURL_GLOBAL_DEFAULT);
-}
-
-static double
-now (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void
-sleep_ms (long ms)
-{
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
-
-  while (nanosleep (&ts, &ts) == -1 && errno == EINTR)
-    ;
 }
 
 /* Length of PATH without its query string, which may carry secrets. */
@@ -621,7 +604,7 @@ do_request (struct http_pool *pool, struct request *req)
   CLEANUP_PUT_HANDLE struct handle *h = NULL;
   unsigned attempt = 0;
   bool reauthed = false, idempotent = req->method != METHOD_POST || req->idempotent;
-  double t0 = now (), t1;
+  double t0 = time_monotonic (), t1;
   char what[512], why[512], detail[128];
 
   for (;;) {
@@ -633,7 +616,7 @@ do_request (struct http_pool *pool, struct request *req)
     h = get_handle (pool);
     if (prepare (h, req) == -1)
       return -1;
-    t1 = now ();
+    t1 = time_monotonic ();
     rc = curl_easy_perform (h->c);
     curl_easy_getinfo (h->c, CURLINFO_RESPONSE_CODE, &status);
     __atomic_fetch_add (&pool->stats.requests, 1, __ATOMIC_RELAXED);
@@ -643,7 +626,7 @@ do_request (struct http_pool *pool, struct request *req)
         snprintf (why, sizeof why, "HTTP %ld", status);
       log_debug ("%s: %s, %" PRIu64 " bytes in %.3f s",
                  describe (what, sizeof what, pool, req),
-                 rc == CURLE_OK ? why : curl_easy_strerror (rc), h->received, now () - t1);
+                 rc == CURLE_OK ? why : curl_easy_strerror (rc), h->received, time_monotonic () - t1);
     }
 
     if (h->pin.mismatch) {
@@ -751,7 +734,7 @@ done:
     h->body = (char_vector)empty_vector;
     resp->set_cookie = h->set_cookie;
     h->set_cookie = NULL;
-    resp->seconds = now () - t0;
+    resp->seconds = time_monotonic () - t0;
   }
   return 0;
 }

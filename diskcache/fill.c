@@ -32,6 +32,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "dcache-internal.h"
 
 void
@@ -44,19 +45,9 @@ block_hash (const void *data, size_t len, uint8_t *out)
 static int
 pwrite_image (struct dcache *c, const void *buf, size_t count, uint64_t offset)
 {
-  const char *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pwrite (c->image_fd, p, count, offset);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1) {
-      log_error ("%s: write at %" PRIu64 ": %m", c->image_path, offset);
-      return -1;
-    }
-    p += r;
-    count -= r;
-    offset += r;
+  if (pwrite_full (c->image_fd, buf, count, offset) == -1) {
+    log_error ("%s: write at %" PRIu64 ": %m", c->image_path, offset);
+    return -1;
   }
   return 0;
 }

@@ -32,6 +32,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "dcache-internal.h"
 
 /* Header field offsets. */
@@ -235,42 +236,6 @@ meta_decode (const uint8_t *header, const uint8_t *bitmap, size_t bitmap_len,
       snprintf (why, whylen, "bits set past the last block");
       return -1;
     }
-  }
-  return 0;
-}
-
-static int
-pread_full (int fd, void *buf, size_t count, uint64_t offset)
-{
-  char *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pread (fd, p, count, offset);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return r == 0 ? 0 : -1;
-    p += r;
-    count -= r;
-    offset += r;
-  }
-  return 1;
-}
-
-static int
-pwrite_full (int fd, const void *buf, size_t count, uint64_t offset)
-{
-  const char *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pwrite (fd, p, count, offset);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1)
-      return -1;
-    p += r;
-    count -= r;
-    offset += r;
   }
   return 0;
 }

@@ -19,6 +19,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "soap.h"
 
 char *
@@ -114,14 +115,6 @@ soap_parse (const char *body, size_t len, long status, xmlDoc **docp, xmlNode **
   return 0;
 }
 
-static double
-now_seconds (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* One POST and parse, no re-login.  Returns 0, -1 on a SOAP fault (in *FAULT), or -2 on a
  * transport error (already reported).
  */
@@ -133,7 +126,7 @@ soap_call_once (struct vs_session *s, const char *ctx, const char *method,
   char action[96];
   const char *headers[] = { "Content-Type: text/xml; charset=\"utf-8\"", action, NULL };
   struct http_response resp = { 0 };
-  double start = now_seconds ();
+  double start = time_monotonic ();
   int r;
 
   snprintf (action, sizeof action, "SOAPAction: \"%s\"", s->soap_action);
@@ -152,7 +145,7 @@ soap_call_once (struct vs_session *s, const char *ctx, const char *method,
   if (ferry_debug_soap)
     log_debug ("soap: %s %s: HTTP %ld %s%s in %.3fs", ctx, method, resp.status,
                r == 0 ? "ok" : "fault ", r == 0 ? "" : (fault->type ? fault->type : "?"),
-               now_seconds () - start);
+               time_monotonic () - start);
   http_response_reset (&resp);
   return r;
 }

@@ -10,15 +10,8 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "soap.h"
-
-static void
-sleep_ms (unsigned ms)
-{
-  struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-  while (nanosleep (&ts, &ts) == -1)
-    ;
-}
 
 /* Wait for TASK; on success *RESULT (if not NULL) gets info.result's text. */
 static int

@@ -1,0 +1,24 @@
+/* ferry: small system helpers every part may use: a monotonic clock, sleeping, and
+ * positioned I/O that finishes what it starts.
+ */
+#ifndef FERRY_UTIL_H
+#define FERRY_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Seconds on the monotonic clock, for measuring durations. */
+double time_monotonic (void);
+
+/* Sleep MS milliseconds, resuming after signals. */
+void sleep_ms (long ms);
+
+/* Write all of BUF at OFFSET (retrying short writes and EINTR); 0, or -1 with errno. */
+int pwrite_full (int fd, const void *buf, size_t count, uint64_t offset);
+
+/* Read COUNT bytes at OFFSET: 1 when all were read, 0 at end of file first, -1 with
+ * errno.
+ */
+int pread_full (int fd, void *buf, size_t count, uint64_t offset);
+
+#endif /* FERRY_UTIL_H */
