@@ -208,6 +208,30 @@ read_source (void *opaque, void *buf, uint32_t count, uint64_t offset)
   return source_pread (src, ((struct disk_ref *)opaque)->disk, buf, count, offset);
 }
 
+static uint64_t
+data_bytes (void *opaque, uint64_t offset, uint64_t count)
+{
+  const extent_vector *map;
+  uint64_t end = offset + count, sum = 0;
+
+  if (source_allocated (src, ((struct disk_ref *)opaque)->disk, &map) == -1 || map == NULL)
+    return count;
+  for (size_t i = 0; i < map->len && map->ptr[i].offset < end; i++) {
+    uint64_t s = map->ptr[i].offset > offset ? map->ptr[i].offset : offset;
+    uint64_t e = map->ptr[i].offset + map->ptr[i].length;
+    if (e > end)
+      e = end;
+    if (e > s)
+      sum += e - s;
+  }
+  return sum;
+}
+
+static const struct readahead_source readahead_source = {
+  .read = read_source,
+  .data_bytes = data_bytes,
+};
+
 static void
 readahead_close_all (void)
 {
@@ -234,7 +258,7 @@ readahead_open_all (void)
   for (size_t i = 0; i < n; i++) {
     disk_refs[i].disk = i;
     readahead[i] =
-        readahead_new (read_source, &disk_refs[i], source_disk (src, i)->capacity);
+        readahead_new (&readahead_source, &disk_refs[i], source_disk (src, i)->capacity);
     if (readahead[i] == NULL)
       return -1;
   }

@@ -3,22 +3,24 @@
  * Copy tools (nbdcopy, qemu-img convert, virt-v2v) send many small adjacent requests, and
  * each would become one GET on /folder — a request the server must authenticate, look up
  * and start, which costs it more than the bytes.  When a request starts where an earlier
- * one ended, we fetch the whole aligned CHUNK holding it into a slot and serve it and its
- * neighbours from memory.  Requests that do not continue a recent one (guestfish, fsck,
- * any random reader) are read directly, so they pay no read amplification.
+ * one ended, we fetch from there to the end of the aligned CHUNK holding it into a slot,
+ * with one request, and serve it and its followers from memory.  The fetch stops short of
+ * any recent request further on in the chunk, so that no byte is fetched twice.  Requests
+ * that do not continue a recent one (guestfish, fsck, any random reader) are read directly,
+ * so they pay no read amplification; nor is any byte before a slot's start fetched again.
  *
  * This is only correct because the data cannot change while nbdkit runs: the plugin
  * serves a frozen snapshot or a powered-off VM.
  *
  * A slot is EMPTY, FETCHING (one thread fills it, others wait on the condvar), READY or
  * FAILED (waiters fall back to direct reads, which report the error).  A READY slot is
- * released as soon as all its bytes were served, else reused least-recently-used.  When
- * every slot is busy, requests go direct rather than wait.
+ * released once all of its data bytes were served; a slot nobody finishes is reused only
+ * after STALE other slot uses, so a chunk is not fetched twice while its readers still
+ * come.  When no slot is free, requests go direct rather than wait.
  *
  * THREAD MODEL: ra->lock guards the slots and the recent-ends ring; the fetch itself and
  * the copies run without the lock, protected by the slot's user count.
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -28,16 +30,21 @@
 #include "common/log.h"
 #include "readahead.h"
 
-#define RA_CHUNK (2 * 1024 * 1024) /* one GET; a few MiB amortise a request's cost */
-#define RA_SLOTS 8                 /* <= 16 MiB of buffers per disk */
-#define RA_RECENT 64               /* request ends remembered to detect sequential reads */
+#define RA_CHUNK (1024 * 1024) /* largest GET: amortises a request's cost over 1 MiB */
+#define RA_SLOTS                                                                           \
+  32 /* <= 32 MiB of buffers per disk; copy tools keep ~16 MiB in flight per connection */
+#define RA_RECENT                                                                          \
+  256 /* requests remembered: copy tools keep up to 64 in flight per connection */
+#define RA_STALE 1024 /* slot uses after which an unfinished slot may go */
 
 enum slot_state { EMPTY, FETCHING, READY, FAILED };
 
 struct slot {
   enum slot_state state;
   uint64_t chunk;  /* chunk index */
-  uint64_t len;    /* bytes in this chunk (the last one may be short) */
+  uint64_t start;  /* first byte held: a slot holds [start, start+len) of its chunk */
+  uint64_t len;    /* bytes held */
+  uint64_t need;   /* data bytes among them: served >= need releases the slot */
   uint64_t served; /* bytes copied out so far */
   unsigned users;  /* threads copying from or waiting on it */
   uint64_t used;   /* LRU clock */
@@ -45,20 +52,22 @@ struct slot {
 };
 
 struct readahead {
-  readahead_read_fn read;
+  struct readahead_source source;
   void *opaque;
   uint64_t size;
   pthread_mutex_t lock;
   pthread_cond_t cond;
   struct slot slots[RA_SLOTS];
-  uint64_t recent[RA_RECENT];
+  struct {
+    uint64_t start, end;
+  } recent[RA_RECENT]; /* the latest requests, to tell sequential ones */
   unsigned recent_pos;
   uint64_t clock;
   uint64_t chunks, hits, direct; /* stats, under the lock */
 };
 
 struct readahead *
-readahead_new (readahead_read_fn read, void *opaque, uint64_t size)
+readahead_new (const struct readahead_source *source, void *opaque, uint64_t size)
 {
   struct readahead *ra = calloc (1, sizeof *ra);
 
@@ -66,13 +75,13 @@ readahead_new (readahead_read_fn read, void *opaque, uint64_t size)
     log_error ("readahead: %m");
     return NULL;
   }
-  ra->read = read;
+  ra->source = *source;
   ra->opaque = opaque;
   ra->size = size;
   pthread_mutex_init (&ra->lock, NULL);
   pthread_cond_init (&ra->cond, NULL);
   for (size_t i = 0; i < RA_RECENT; i++)
-    ra->recent[i] = UINT64_MAX;
+    ra->recent[i].start = ra->recent[i].end = UINT64_MAX;
   return ra;
 }
 
@@ -97,17 +106,30 @@ readahead_stats (struct readahead *ra, uint64_t *chunks, uint64_t *hits, uint64_
   *direct = ra->direct;
 }
 
-/* Does OFFSET continue a recent request?  Records END either way.  Called locked. */
+/* Does OFFSET continue a recent request?  Records this one either way.  Called locked. */
 static bool
 continues_recent (struct readahead *ra, uint64_t offset, uint64_t end)
 {
   bool found = false;
 
   for (size_t i = 0; i < RA_RECENT && !found; i++)
-    found = ra->recent[i] == offset;
-  ra->recent[ra->recent_pos] = end;
+    found = ra->recent[i].end == offset;
+  ra->recent[ra->recent_pos].start = offset;
+  ra->recent[ra->recent_pos].end = end;
   ra->recent_pos = (ra->recent_pos + 1) % RA_RECENT;
   return found;
+}
+
+/* Where a fetch from OFFSET should stop before END: at the first recent request after it,
+ * which another reader has asked for already.  Called locked.
+ */
+static uint64_t
+fetch_end (struct readahead *ra, uint64_t offset, uint64_t end)
+{
+  for (size_t i = 0; i < RA_RECENT; i++)
+    if (ra->recent[i].start > offset && ra->recent[i].start < end)
+      end = ra->recent[i].start;
+  return end;
 }
 
 static struct slot *
@@ -119,21 +141,27 @@ find_slot (struct readahead *ra, uint64_t chunk)
   return NULL;
 }
 
-/* An EMPTY slot, else the least recently used idle READY one, for CHUNK; NULL if all are
- * busy.  Called locked.
+/* An EMPTY slot, else the least recently used idle stale one, to hold [offset, end of its
+ * chunk or the next recent request); NULL if there is none or if it would not hold the
+ * COUNT bytes asked for.  Called locked.
  */
 static struct slot *
-claim_slot (struct readahead *ra, uint64_t chunk)
+claim_slot (struct readahead *ra, uint64_t offset, uint32_t count)
 {
+  uint64_t chunk = offset / RA_CHUNK, chunk_end = (chunk + 1) * RA_CHUNK;
+  uint64_t end = fetch_end (ra, offset, chunk_end < ra->size ? chunk_end : ra->size);
   struct slot *best = NULL;
 
+  if (end - offset < count)
+    return NULL;
   for (size_t i = 0; i < RA_SLOTS; i++) {
     struct slot *s = &ra->slots[i];
     if (s->state == EMPTY) {
       best = s;
       break;
     }
-    if (s->state == READY && s->users == 0 && (best == NULL || s->used < best->used))
+    if (s->state == READY && s->users == 0 && ra->clock - s->used > RA_STALE &&
+        (best == NULL || s->used < best->used))
       best = s;
   }
   if (best == NULL)
@@ -142,10 +170,24 @@ claim_slot (struct readahead *ra, uint64_t chunk)
     return NULL;
   best->state = FETCHING;
   best->chunk = chunk;
-  best->len =
-      ra->size - chunk * RA_CHUNK < RA_CHUNK ? ra->size - chunk * RA_CHUNK : RA_CHUNK;
+  best->start = offset;
+  best->len = end - offset;
+  best->need = best->len;
   best->served = 0;
+  best->used = ++ra->clock;
   return best;
+}
+
+static int
+read_direct (struct readahead *ra, char *buf, uint32_t count, uint64_t offset)
+{
+  int r;
+
+  ra->direct++;
+  pthread_mutex_unlock (&ra->lock);
+  r = ra->source.read (ra->opaque, buf, count, offset);
+  pthread_mutex_lock (&ra->lock);
+  return r;
 }
 
 /* Serve [offset, offset+count), all inside one chunk.  Called locked; may unlock. */
@@ -153,26 +195,21 @@ static int
 read_piece (struct readahead *ra, char *buf, uint32_t count, uint64_t offset,
             bool sequential)
 {
-  uint64_t chunk = offset / RA_CHUNK;
-  struct slot *s = find_slot (ra, chunk);
+  struct slot *s = find_slot (ra, offset / RA_CHUNK);
   bool mine = false;
   int r = 0;
 
   if (s == NULL && sequential)
-    mine = (s = claim_slot (ra, chunk)) != NULL;
-  if (s == NULL) {
-    ra->direct++;
-    pthread_mutex_unlock (&ra->lock);
-    r = ra->read (ra->opaque, buf, count, offset);
-    pthread_mutex_lock (&ra->lock);
-    return r;
-  }
+    mine = (s = claim_slot (ra, offset, count)) != NULL;
+  if (s == NULL || offset < s->start || offset + count > s->start + s->len)
+    return read_direct (ra, buf, count, offset);
 
   s->users++;
   if (mine) { /* fill it without the lock; others wait for us */
     ra->chunks++;
     pthread_mutex_unlock (&ra->lock);
-    r = ra->read (ra->opaque, s->buf, s->len, chunk * RA_CHUNK);
+    s->need = ra->source.data_bytes (ra->opaque, s->start, s->len);
+    r = ra->source.read (ra->opaque, s->buf, s->len, s->start);
     pthread_mutex_lock (&ra->lock);
     s->state = r == 0 ? READY : FAILED;
     pthread_cond_broadcast (&ra->cond);
@@ -181,18 +218,18 @@ read_piece (struct readahead *ra, char *buf, uint32_t count, uint64_t offset,
     pthread_cond_wait (&ra->cond, &ra->lock);
 
   if (s->state == READY) {
-    memcpy (buf, s->buf + (offset - chunk * RA_CHUNK), count);
+    /* Our user count keeps the slot from being reused while we copy. */
+    pthread_mutex_unlock (&ra->lock);
+    memcpy (buf, s->buf + (offset - s->start), count);
+    pthread_mutex_lock (&ra->lock);
     s->served += count;
     s->used = ++ra->clock;
     ra->hits++;
     r = 0;
-  } else { /* FAILED: read directly, which reports the error to this caller too */
-    pthread_mutex_unlock (&ra->lock);
-    r = ra->read (ra->opaque, buf, count, offset);
-    pthread_mutex_lock (&ra->lock);
-  }
+  } else /* FAILED: read directly, which reports the error to this caller too */
+    r = read_direct (ra, buf, count, offset);
   s->users--;
-  if (s->users == 0 && (s->state == FAILED || (s->state == READY && s->served >= s->len)))
+  if (s->users == 0 && (s->state == FAILED || (s->state == READY && s->served >= s->need)))
     s->state = EMPTY;
   return r;
 }

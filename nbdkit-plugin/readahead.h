@@ -4,12 +4,20 @@
 
 #include <stdint.h>
 
-/* Reads [offset, offset+count) of the disk from the source; reports its own errors. */
-typedef int (*readahead_read_fn) (void *opaque, void *buf, uint32_t count, uint64_t offset);
+/* How read-ahead reaches the disk. */
+struct readahead_source {
+  /* Read [offset, offset+count) from the source; reports its own errors. */
+  int (*read) (void *opaque, void *buf, uint32_t count, uint64_t offset);
+  /* How many bytes of [offset, offset+count) the source holds as data (the rest reads as
+   * zeros without being fetched, and readers that skip holes never ask for it).
+   */
+  uint64_t (*data_bytes) (void *opaque, uint64_t offset, uint64_t count);
+};
 
 struct readahead;
 
-struct readahead *readahead_new (readahead_read_fn read, void *opaque, uint64_t size);
+struct readahead *readahead_new (const struct readahead_source *source, void *opaque,
+                                 uint64_t size);
 void readahead_free (struct readahead *ra);
 int readahead_pread (struct readahead *ra, void *buf, uint32_t count, uint64_t offset);
 void readahead_stats (struct readahead *ra, uint64_t *chunks, uint64_t *hits,

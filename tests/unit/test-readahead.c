@@ -38,6 +38,20 @@ fake_read (void *opaque, void *buf, uint32_t count, uint64_t offset)
   return 0;
 }
 
+/* The fake disk is all data, except [HOLE_START, HOLE_END), which readers skip. */
+static uint64_t hole_start = SIZE, hole_end = SIZE;
+
+static uint64_t
+fake_data_bytes (void *opaque, uint64_t offset, uint64_t count)
+{
+  uint64_t s = offset > hole_start ? offset : hole_start;
+  uint64_t e = offset + count < hole_end ? offset + count : hole_end;
+  return count - (e > s ? e - s : 0);
+}
+
+static const struct readahead_source fake = { .read = fake_read,
+                                              .data_bytes = fake_data_bytes };
+
 static void
 check (const uint8_t *buf, uint32_t count, uint64_t offset)
 {
@@ -59,6 +73,8 @@ sequential (void *arg)
 
   for (uint64_t off = w->start; off < w->end; off += 256 * 1024) {
     uint32_t n = w->end - off < 256 * 1024 ? w->end - off : 256 * 1024;
+    if (off >= hole_start && off + n <= hole_end)
+      continue; /* like nbdcopy, skip what block status calls a hole */
     assert_int_equal (readahead_pread (w->ra, buf, n, off), 0);
     check (buf, n, off);
   }
@@ -69,7 +85,7 @@ sequential (void *arg)
 static void
 test_parallel_sequential_readers (void **state)
 {
-  struct readahead *ra = readahead_new (fake_read, NULL, SIZE);
+  struct readahead *ra = readahead_new (&fake, NULL, SIZE);
   struct worker w[4];
   pthread_t t[4];
   uint64_t chunks, hits, direct;
@@ -85,18 +101,55 @@ test_parallel_sequential_readers (void **state)
     pthread_join (t[i], NULL);
   readahead_stats (ra, &chunks, &hits, &direct);
   /* 64 MiB in 256 KiB requests is 257 requests; the source saw about 33 chunk reads plus
-   * one direct read per reader start and chunk boundary.
+   * the first request of each reader.  The readers' ranges are not chunk-aligned: where a
+   * reader's last request lands in a chunk the next reader has already read, that chunk
+   * may be fetched again (nbdcopy's ranges are aligned, so it does not pay this).
    */
-  assert_true (chunks >= 32 && chunks <= 40);
-  assert_true (source_reads < 60);
-  assert_true (source_bytes < SIZE + 8 * 2 * MiB);
+  if (!(chunks >= 32 && chunks <= 40 && source_reads < 45 &&
+        source_bytes <= SIZE + 3 * 2 * MiB))
+    fail_msg ("chunks %llu, source reads %llu, bytes %llu", (unsigned long long)chunks,
+              (unsigned long long)source_reads, (unsigned long long)source_bytes);
   readahead_free (ra);
+}
+
+/* Chunks with holes that readers skip are released all the same (their data bytes were
+ * all served), so nothing is fetched twice for lack of a free slot.
+ */
+static void
+test_holes_do_not_pin_slots (void **state)
+{
+  hole_start = 1 * MiB + 512 * 1024; /* in every chunk of 2 MiB: see the loop below */
+  hole_end = SIZE;
+  struct readahead *ra = readahead_new (&fake, NULL, SIZE);
+  uint8_t *buf = malloc (256 * 1024);
+
+  source_reads = source_bytes = 0;
+  /* Read 1.5 MiB of each 2 MiB chunk, in 256 KiB steps, as a reader skipping holes. */
+  for (uint64_t chunk = 0; chunk < 30; chunk++) {
+    hole_start = chunk * 2 * MiB + 1 * MiB + 512 * 1024;
+    hole_end = (chunk + 1) * 2 * MiB;
+    for (uint64_t off = chunk * 2 * MiB; off < hole_start; off += 256 * 1024) {
+      assert_int_equal (readahead_pread (ra, buf, 256 * 1024, off), 0);
+      check (buf, 256 * 1024, off);
+    }
+  }
+  /* After each skipped hole the first request is direct, the rest of the chunk comes in
+   * one read: no byte twice, and every chunk got a slot (pinned slots would leave only 12).
+   */
+  uint64_t chunks, hits, direct;
+  readahead_stats (ra, &chunks, &hits, &direct);
+  assert_true (source_bytes <= 30 * 2 * MiB);
+  assert_int_equal (chunks, 30);
+  assert_int_equal (direct, 30);
+  free (buf);
+  readahead_free (ra);
+  hole_start = hole_end = SIZE;
 }
 
 static void
 test_random_reads_are_direct (void **state)
 {
-  struct readahead *ra = readahead_new (fake_read, NULL, SIZE);
+  struct readahead *ra = readahead_new (&fake, NULL, SIZE);
   uint8_t buf[4096];
   uint64_t chunks, hits, direct;
 
@@ -116,7 +169,7 @@ test_random_reads_are_direct (void **state)
 static void
 test_failed_chunk_reports_error (void **state)
 {
-  struct readahead *ra = readahead_new (fake_read, NULL, SIZE);
+  struct readahead *ra = readahead_new (&fake, NULL, SIZE);
   uint8_t buf[65536];
 
   fail_at = 3 * MiB + 100;
@@ -136,6 +189,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_parallel_sequential_readers),
+    cmocka_unit_test (test_holes_do_not_pin_slots),
     cmocka_unit_test (test_random_reads_are_direct),
     cmocka_unit_test (test_failed_chunk_reports_error),
   };
