@@ -99,7 +99,7 @@ deps:
 
 # check installs what is missing first, then builds in a fresh make (so pkg-config sees the
 # newly installed libraries), then runs unit and integration tests.
-TEST_PROGS := $(UNIT_TESTS) $(DOUBLE) tests/integration/http-fetch
+TEST_PROGS := $(UNIT_TESTS) $(DOUBLE) tests/integration/http-fetch tests/integration/vs-probe
 check: deps
 	$(Q)$(MAKE) --no-print-directory all $(TEST_PROGS)
 	$(Q)tests/run-tests.sh $(UNIT_TESTS) -- $(sort $(wildcard tests/integration/test-*.sh))
@@ -157,7 +157,7 @@ lint:
 clean-objs:
 	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(DISKCACHE_LIB) $(PLUGIN) \
 	  $(FERRYFS) $(UNIT_TESTS) \
-	  tests/integration/http-fetch
+	  tests/integration/http-fetch tests/integration/vs-probe
 
 clean: clean-objs
 	rm -f $(DOUBLE) $(MANPAGES)
@@ -183,3 +183,8 @@ help:
 tests/integration/http-fetch: tests/integration/http-fetch.c $(COMMON_LIB)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(CPPFLAGS) $(WARN) -pthread $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(COMMON_LIB) $(LIBS)
+
+# Provider test driver (runs the vSphere provider without nbdkit, for check-asan too)
+tests/integration/vs-probe: tests/integration/vs-probe.c $(PROVIDERS_LIB) $(COMMON_LIB)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(CPPFLAGS) $(WARN) -pthread $(CFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS)
