@@ -30,12 +30,12 @@
 #include "common/log.h"
 #include "readahead.h"
 
-#define RA_CHUNK (1024 * 1024) /* largest GET: amortises a request's cost over 1 MiB */
-#define RA_SLOTS                                                                           \
-  32 /* <= 32 MiB of buffers per disk; copy tools keep ~16 MiB in flight per connection */
-#define RA_RECENT                                                                          \
-  256 /* requests remembered: copy tools keep up to 64 in flight per connection */
-#define RA_STALE 1024 /* slot uses after which an unfinished slot may go */
+#define RA_CHUNK READAHEAD_CHUNK
+#define RA_SLOTS READAHEAD_SLOTS
+/* Requests remembered: copy tools keep up to 64 in flight per connection. */
+#define RA_RECENT 256
+/* Slot uses after which an unfinished slot may go. */
+#define RA_STALE 1024
 
 enum slot_state { EMPTY, FETCHING, READY, FAILED };
 

@@ -4,6 +4,11 @@
 
 #include <stdint.h>
 
+/* The largest fetch, amortising a request's cost over 1 MiB. */
+#define READAHEAD_CHUNK (1024 * 1024)
+/* Chunks held per disk (<= 32 MiB): copy tools keep ~16 MiB in flight per connection. */
+#define READAHEAD_SLOTS 32
+
 /* How read-ahead reaches the disk. */
 struct readahead_source {
   /* Read [offset, offset+count) from the source; reports its own errors. */

@@ -1,4 +1,4 @@
-/* ferry: unit tests of the plugin's read-ahead: sequential readers are served from 2 MiB
+/* ferry: unit tests of the plugin's read-ahead: sequential readers are served from 1 MiB
  * chunks (few source reads), random readers are read directly (no amplification), and
  * every byte is right, also with parallel readers and a failing source.
  */
@@ -16,6 +16,9 @@
 
 #define MiB (1024 * 1024)
 #define SIZE (64 * MiB + 12345) /* the last chunk is short */
+#define CHUNK READAHEAD_CHUNK
+/* More chunks than slots, so that pinned slots would show. */
+#define NCHUNKS (2 * READAHEAD_SLOTS - 4)
 
 static uint64_t source_reads, source_bytes, fail_at = UINT64_MAX;
 
@@ -100,13 +103,13 @@ test_parallel_sequential_readers (void **state)
   for (int i = 0; i < 4; i++)
     pthread_join (t[i], NULL);
   readahead_stats (ra, &chunks, &hits, &direct);
-  /* 64 MiB in 256 KiB requests is 257 requests; the source saw about 33 chunk reads plus
+  /* 64 MiB in 256 KiB requests is 257 requests; the source saw about 65 chunk reads plus
    * the first request of each reader.  The readers' ranges are not chunk-aligned: where a
    * reader's last request lands in a chunk the next reader has already read, that chunk
    * may be fetched again (nbdcopy's ranges are aligned, so it does not pay this).
    */
-  if (!(chunks >= 32 && chunks <= 40 && source_reads < 45 &&
-        source_bytes <= SIZE + 3 * 2 * MiB))
+  if (!(chunks >= SIZE / CHUNK && chunks <= SIZE / CHUNK + 8 &&
+        source_reads < SIZE / CHUNK + 13 && source_bytes <= SIZE + 3 * CHUNK))
     fail_msg ("chunks %llu, source reads %llu, bytes %llu", (unsigned long long)chunks,
               (unsigned long long)source_reads, (unsigned long long)source_bytes);
   readahead_free (ra);
@@ -118,29 +121,30 @@ test_parallel_sequential_readers (void **state)
 static void
 test_holes_do_not_pin_slots (void **state)
 {
-  hole_start = 1 * MiB + 512 * 1024; /* in every chunk of 2 MiB: see the loop below */
+  hole_start = 3 * CHUNK / 4; /* in every chunk: see the loop below */
   hole_end = SIZE;
   struct readahead *ra = readahead_new (&fake, NULL, SIZE);
   uint8_t *buf = malloc (256 * 1024);
 
   source_reads = source_bytes = 0;
-  /* Read 1.5 MiB of each 2 MiB chunk, in 256 KiB steps, as a reader skipping holes. */
-  for (uint64_t chunk = 0; chunk < 30; chunk++) {
-    hole_start = chunk * 2 * MiB + 1 * MiB + 512 * 1024;
-    hole_end = (chunk + 1) * 2 * MiB;
-    for (uint64_t off = chunk * 2 * MiB; off < hole_start; off += 256 * 1024) {
+  /* Read 3/4 of each chunk, in 256 KiB steps, as a reader skipping holes. */
+  for (uint64_t chunk = 0; chunk < NCHUNKS; chunk++) {
+    hole_start = chunk * CHUNK + 3 * CHUNK / 4;
+    hole_end = (chunk + 1) * CHUNK;
+    for (uint64_t off = chunk * CHUNK; off < hole_start; off += 256 * 1024) {
       assert_int_equal (readahead_pread (ra, buf, 256 * 1024, off), 0);
       check (buf, 256 * 1024, off);
     }
   }
   /* After each skipped hole the first request is direct, the rest of the chunk comes in
-   * one read: no byte twice, and every chunk got a slot (pinned slots would leave only 12).
+   * one read: no byte twice, and every chunk got a slot (pinned slots would leave only
+   * RA_SLOTS = 32).
    */
   uint64_t chunks, hits, direct;
   readahead_stats (ra, &chunks, &hits, &direct);
-  assert_true (source_bytes <= 30 * 2 * MiB);
-  assert_int_equal (chunks, 30);
-  assert_int_equal (direct, 30);
+  assert_true (source_bytes <= NCHUNKS * CHUNK);
+  assert_int_equal (chunks, NCHUNKS);
+  assert_int_equal (direct, NCHUNKS);
   free (buf);
   readahead_free (ra);
   hole_start = hole_end = SIZE;
@@ -174,7 +178,7 @@ test_failed_chunk_reports_error (void **state)
 
   fail_at = 3 * MiB + 100;
   assert_int_equal (readahead_pread (ra, buf, sizeof buf, 2 * MiB), 0);
-  /* Sequential: the chunk read [2, 4) MiB fails, and so does the direct retry. */
+  /* Sequential: the chunk read holding 3 MiB + 100 fails, and so does the direct retry. */
   assert_int_equal (readahead_pread (ra, buf, sizeof buf, 2 * MiB + 65536), 0);
   assert_int_equal (readahead_pread (ra, buf, sizeof buf, 3 * MiB), -1);
   fail_at = UINT64_MAX;
