@@ -150,7 +150,8 @@ SHELL_SCRIPTS = $(shell git ls-files '*.sh' .ci/run 2>/dev/null)
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
-	  --suppress=missingIncludeSystem -I. $(COMMON_SRC) $(PROVIDERS_SRC) $(PLUGIN_SRC)
+	  --suppress=missingIncludeSystem -I. $(COMMON_SRC) $(PROVIDERS_SRC) $(DISKCACHE_SRC) \
+	  $(PLUGIN_SRC) $(FUSE_SRC)
 	shellcheck -x -P SCRIPTDIR $(SHELL_SCRIPTS)
 	clang-format --dry-run --Werror $(C_FILES)
 

@@ -626,7 +626,8 @@ do_request (struct http_pool *pool, struct request *req)
         snprintf (why, sizeof why, "HTTP %ld", status);
       log_debug ("%s: %s, %" PRIu64 " bytes in %.3f s",
                  describe (what, sizeof what, pool, req),
-                 rc == CURLE_OK ? why : curl_easy_strerror (rc), h->received, time_monotonic () - t1);
+                 rc == CURLE_OK ? why : curl_easy_strerror (rc), h->received,
+                 time_monotonic () - t1);
     }
 
     if (h->pin.mismatch) {
