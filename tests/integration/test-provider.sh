@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The vSphere provider on its own (no nbdkit), through the vs-probe driver: login, lookup,
-# snapshot, CBT allocated areas, a parallel copy of the frozen disk, snapshot removal.
+# enabling CBT, snapshot, CBT allocated areas, a parallel copy of the frozen disk,
+# snapshot removal.
 # It is what make check-asan runs of the provider, where nbdkit cannot load the plugin.
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
@@ -25,3 +26,14 @@ grep -q '^snapshot disk 2001 changeId .* areas 0 allocated 0$' "$tmpdir/out"
 cmp "$tmpdir/copy" "$tmpdir/disk"
 # The snapshot is gone again.
 [ "$(vm_json "probe vm" | jq '.snapshots | length')" = 0 ]
+
+# A VM without CBT: ReconfigVM_Task turns it on (a task that stays running for a while),
+# and the next snapshot's disks carry changeIds.
+create_vm "no cbt" "disks=64M&power=off&cbt=0" >/dev/null
+control POST "/tasks?delay=1s" >/dev/null
+"$probe" "$SERVER" user "$tmpdir/password" "$CACERT" "no cbt" "$tmpdir/copy2" >"$tmpdir/out2"
+cat "$tmpdir/out2"
+grep -q '^vm .* cbt 0 snapshots 0$' "$tmpdir/out2"
+grep -q '^enabled cbt: 1$' "$tmpdir/out2"
+grep -q '^snapshot disk 2000 changeId 52 .*/[0-9]* areas 0 allocated 0$' "$tmpdir/out2"
+[ "$(vm_json "no cbt" | jq -r .cbt)" = true ]

@@ -4,10 +4,10 @@
  *
  *   vs-probe SERVER USER PASSWORD-FILE CACERT VM OUT
  *
- * Logs in, finds VM, prints its disks, creates a snapshot, prints each disk's changeId
- * at the snapshot and its allocated areas, copies the first disk as of the snapshot into
- * OUT (allocated areas only, in 1 MiB reads from 4 threads), removes the snapshot and
- * logs out.  Exit 0 on success.
+ * Logs in, finds VM, enables CBT if it is off (ReconfigVM_Task), prints its disks, creates
+ * a snapshot, prints each disk's changeId at the snapshot and its allocated areas, copies
+ * the first disk as of the snapshot into OUT (allocated areas only, in 1 MiB reads from 4
+ * threads), removes the snapshot and logs out.  Exit 0 on success.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -111,6 +111,14 @@ main (int argc, char *argv[])
     goto out_session;
   printf ("vm %s name %s uuid %s power %s cbt %d snapshots %zu\n", vm.moref, vm.name,
           vm.uuid, vm.power_state, vm.cbt_enabled, vm.snapshots.len);
+  if (!vm.cbt_enabled) {
+    if (vs_enable_cbt (s, &vm) == -1)
+      goto out_vm;
+    vs_vm_free (&vm);
+    if (vs_find_vm (s, argv[5], false, NULL, &vm) == -1)
+      goto out_session;
+    printf ("enabled cbt: %d\n", vm.cbt_enabled);
+  }
   for (size_t i = 0; i < vm.disks.len; i++)
     printf ("disk %s capacity %" PRIu64 " file %s\n", vm.disks.ptr[i].key,
             vm.disks.ptr[i].capacity, vm.disks.ptr[i].file_name);
