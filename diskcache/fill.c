@@ -250,11 +250,23 @@ dcache_fill (struct dcache *c, unsigned workers, dcache_progress_fn progress, vo
   pthread_mutex_destroy (&f.progress_lock);
   if (f.failed)
     return -1;
-  /* Blocks a concurrent reader was fetching when a worker passed them: wait for them. */
+  /* Blocks a concurrent reader was fetching when a worker passed them: wait for them, and
+   * if that reader failed, say so rather than report a complete fill.
+   */
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
     while (bm_find (c->busy, 0, c->nblocks, true) < c->nblocks)
       pthread_cond_wait (&c->cond, &c->lock);
+    for (b = bm_find (c->valid, 0, c->nblocks, false); b < c->nblocks;
+         b = bm_find (c->valid, b + 1, c->nblocks, false)) {
+      if (c->alloc == NULL || bm_get (c->alloc, b)) {
+        log_error ("%s: fill: block %" PRIu64
+                   " is still not valid (a concurrent read of it "
+                   "failed); fill again",
+                   c->image_path, b);
+        return -1;
+      }
+    }
   }
   return dcache_flush (c);
 }
