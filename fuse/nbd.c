@@ -32,6 +32,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "common/vector.h"
 
 #include "ferryfs.h"
@@ -62,10 +63,7 @@ DEFINE_VECTOR_TYPE (export_vector, struct export_info);
 static int64_t
 now_ms (void)
 {
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return time_monotonic () * 1000;
 }
 
 /* Polls H until DONE (H, ARG) is true.  Returns 0, -ETIMEDOUT after the deadline, or

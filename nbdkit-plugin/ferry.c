@@ -211,20 +211,7 @@ read_source (void *opaque, void *buf, uint32_t count, uint64_t offset)
 static uint64_t
 data_bytes (void *opaque, uint64_t offset, uint64_t count)
 {
-  const extent_vector *map;
-  uint64_t end = offset + count, sum = 0;
-
-  if (source_allocated (src, ((struct disk_ref *)opaque)->disk, &map) == -1 || map == NULL)
-    return count;
-  for (size_t i = 0; i < map->len && map->ptr[i].offset < end; i++) {
-    uint64_t s = map->ptr[i].offset > offset ? map->ptr[i].offset : offset;
-    uint64_t e = map->ptr[i].offset + map->ptr[i].length;
-    if (e > end)
-      e = end;
-    if (e > s)
-      sum += e - s;
-  }
-  return sum;
+  return source_data_bytes (src, ((struct disk_ref *)opaque)->disk, offset, count);
 }
 
 static const struct readahead_source readahead_source = {

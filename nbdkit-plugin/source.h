@@ -52,6 +52,9 @@ int source_pread (struct source *src, size_t i, void *buf, uint32_t count, uint6
  */
 int source_allocated (struct source *src, size_t i, const extent_vector **map);
 
+/* How many bytes of [offset, offset+count) of disk I are allocated (all when unknown). */
+uint64_t source_data_bytes (struct source *src, size_t i, uint64_t offset, uint64_t count);
+
 /* The areas of disk I changed since the state CHANGE_ID, up to the point in time served
  * (all windows, merged).  0 with *AREAS; 1 with a malloc'd *WHY and no error reported
  * when the source cannot answer for CHANGE_ID (CBT reset, unknown changeId, CBT off),

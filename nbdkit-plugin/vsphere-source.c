@@ -377,6 +377,23 @@ first_extent_after (const extent_vector *map, uint64_t offset)
   return lo;
 }
 
+uint64_t
+source_data_bytes (struct source *src, size_t i, uint64_t offset, uint64_t count)
+{
+  const extent_vector *map;
+  uint64_t end = offset + count, sum = 0;
+
+  if (source_allocated (src, i, &map) == -1 || map == NULL)
+    return count;
+  for (size_t e = first_extent_after (map, offset);
+       e < map->len && map->ptr[e].offset < end; e++) {
+    uint64_t s = map->ptr[e].offset > offset ? map->ptr[e].offset : offset;
+    uint64_t t = map->ptr[e].offset + map->ptr[e].length;
+    sum += (t < end ? t : end) - s;
+  }
+  return sum;
+}
+
 int
 source_pread (struct source *src, size_t i, void *buf, uint32_t count, uint64_t offset)
 {
@@ -440,12 +457,9 @@ source_describe (struct source *src, const char *server)
     json_t *allocated = json_null ();
     if (source_allocated (src, i, &map) == -1)
       goto err;
-    if (map) {
-      uint64_t sum = 0;
-      for (size_t e = 0; e < map->len; e++)
-        sum += map->ptr[e].length;
+    if (map) { /* known only with CBT */
       json_decref (allocated);
-      allocated = json_integer (sum);
+      allocated = json_integer (source_data_bytes (src, i, 0, d->capacity));
     }
     json_array_append_new (
         disks,
