@@ -81,8 +81,8 @@ $(FERRYFS): $(FUSE_SRC:.c=.o) $(COMMON_LIB)
 
 # Unit tests link the libraries; a test may wrap seams with -Wl,--wrap= listed in
 # tests/unit/test-NAME.wrap (one symbol per line).
-# The plugin's parameter checks and read-ahead need no nbdkit: unit tests link them.
-UNIT_EXTRA := nbdkit-plugin/config.o nbdkit-plugin/readahead.o
+# The plugin's read-ahead needs no nbdkit: unit tests link it.
+UNIT_EXTRA := nbdkit-plugin/readahead.o
 tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(CORE_LIBS)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(CORE_LIBS) $(LIBS) -lcmocka \

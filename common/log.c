@@ -23,6 +23,7 @@ stderr_debug (const char *msg)
 }
 
 static log_handler error_handler = stderr_error;
+static log_handler info_handler = stderr_error;
 static log_handler debug_handler = stderr_debug;
 
 void
@@ -43,6 +44,28 @@ vlog (log_handler handler, const char *fs, va_list args)
   }
   handler (msg);
   free (msg);
+}
+
+void
+log_set_error_handler (log_handler error)
+{
+  error_handler = error ? error : stderr_error;
+}
+
+void
+log_set_info_handler (log_handler info)
+{
+  info_handler = info ? info : stderr_error;
+}
+
+void
+log_info (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  vlog (info_handler, fs, args);
+  va_end (args);
 }
 
 void

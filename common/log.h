@@ -14,8 +14,14 @@
 typedef void (*log_handler) (const char *msg);
 
 void log_set_handlers (log_handler error, log_handler debug);
+/* Only where errors go (debug lines keep their handler); NULL = the default. */
+void log_set_error_handler (log_handler error);
+/* Where log_info goes (default: stderr, "ferry: MSG"). */
+void log_set_info_handler (log_handler info);
 void log_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void log_debug (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+/* Something the user should know that is not an error ("removing a leftover ..."). */
+void log_info (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 
 /* Debug flags, set by nbdkit as -D ferry.soap=1 etc. (nbdkit finds them by symbol name in
  * the plugin), or by the CLIs from their own options.

@@ -6,8 +6,8 @@
  * changed since the cache's recorded changeId.  With fill=true every invalid block is
  * fetched in get_ready, before nbdkit serves: one warm-migration round.
  *
- * Owns: one struct dcache per served disk (or none), and the adapter from the plugin's
- * source (source.h) to diskcache's source interface.
+ * Owns: one struct dcache per served disk (or none), each fed by diskcache's adapter over
+ * the provider-neutral source.
  *
  * THREAD MODEL: caches are opened and filled in get_ready and closed at unload, on
  * nbdkit's main thread; in between only dcache_pread/dcache_stats are called, which are
@@ -26,59 +26,17 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "diskcache/dcache.h"
+#include "diskcache/source-ops.h"
 #include "cache.h"
 
-#define CBT_BLOCK_SIZE 65536 /* vSphere CBT granularity */
-
 struct disk_cache {
-  struct source *src;
-  size_t disk;
+  struct dcache_disk_ref ref; /* the source disk, for the adapter */
   struct dcache *dc;
   struct timespec last_report;
 };
 
 static struct disk_cache *caches;
 static size_t ncaches;
-
-static int
-ops_read (void *opaque, void *buf, size_t count, uint64_t offset)
-{
-  struct disk_cache *d = opaque;
-  return source_pread (d->src, d->disk, buf, count, offset);
-}
-
-static int
-ops_changed (void *opaque, const char *since, extent_vector *areas, char **why)
-{
-  struct disk_cache *d = opaque;
-  return source_changed (d->src, d->disk, since, areas, why);
-}
-
-static int
-ops_allocated (void *opaque, extent_vector *areas, bool *known)
-{
-  struct disk_cache *d = opaque;
-  const extent_vector *map;
-
-  if (source_allocated (d->src, d->disk, &map) == -1)
-    return -1;
-  *known = map != NULL;
-  if (map) {
-    if (extent_vector_reserve (areas, map->len) == -1) {
-      nbdkit_error ("malloc: %m");
-      return -1;
-    }
-    memcpy (areas->ptr, map->ptr, map->len * sizeof *map->ptr);
-    areas->len = map->len;
-  }
-  return 0;
-}
-
-static const struct dcache_source_ops ops = {
-  .read = ops_read,
-  .changed_areas = ops_changed,
-  .allocated_areas = ops_allocated,
-};
 
 int
 cache_config_check (const struct cache_config *cfg)
@@ -138,7 +96,7 @@ progress (void *data, uint64_t done, uint64_t total)
     return;
   d->last_report = now;
   nbdkit_debug ("fill %s: %" PRIu64 " of %" PRIu64 " bytes (%.0f%%)",
-                source_disk (d->src, d->disk)->export_name, done, total,
+                source_disk (d->ref.src, d->ref.disk)->export_name, done, total,
                 total ? 100.0 * done / total : 100.0);
 }
 
@@ -165,22 +123,15 @@ cache_open_all (struct source *src, const struct cache_config *cfg)
     const struct provider_disk *d = source_disk (src, i);
     CLEANUP_FREE char *image = NULL;
     CLEANUP_FREE char *meta = NULL;
-    struct dcache_params p = {
-      .vm_uuid = source_vm_uuid (src),
-      .disk_id = d->key,
-      .disk_uuid = d->uuid,
-      .capacity = d->capacity,
-      .change_id = d->change_id,
-      .block_size = CBT_BLOCK_SIZE,
-    };
+    struct dcache_params p = { 0 };
 
-    caches[i].src = src;
-    caches[i].disk = i;
+    caches[i].ref = (struct dcache_disk_ref){ src, i };
     if (cache_paths (cfg, d, &image, &meta) == -1)
       return -1;
     p.image = image;
     p.meta = meta;
-    caches[i].dc = dcache_open (&p, &ops, &caches[i]);
+    dcache_params_from_source (&p, src, i);
+    caches[i].dc = dcache_open (&p, &dcache_source_adapter, &caches[i].ref);
     if (caches[i].dc == NULL)
       return -1;
     if (cfg->fill) {
@@ -220,7 +171,7 @@ cache_stats (void)
     if (caches[i].dc == NULL)
       continue;
     dcache_stats_string (caches[i].dc, buf, sizeof buf);
-    nbdkit_debug ("cache %s: %s", source_disk (caches[i].src, i)->export_name, buf);
+    nbdkit_debug ("cache %s: %s", source_disk (caches[i].ref.src, i)->export_name, buf);
   }
 }
 

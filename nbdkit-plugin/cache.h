@@ -5,7 +5,7 @@
 #include <stdbool.h>
 
 #include "diskcache/dcache.h"
-#include "source.h"
+#include "providers/source.h"
 
 struct cache_config {
   const char *cache;     /* cache=PATH: image of the one served disk */

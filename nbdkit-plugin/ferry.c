@@ -21,7 +21,7 @@
 #include "common/log.h"
 #include "readahead.h"
 #include "cache.h"
-#include "source.h"
+#include "providers/source.h"
 
 static struct source_config config = { .sslverify = true, .connections = 4 };
 static char *password;
@@ -47,10 +47,18 @@ debug_to_nbdkit (const char *msg)
   nbdkit_debug ("%s", msg);
 }
 
+/* nbdkit has no level between debug and error: say it on stderr as nbdkit does. */
+static void
+info_to_stderr (const char *msg)
+{
+  fprintf (stderr, "nbdkit: ferry: %s\n", msg);
+}
+
 static void
 ferry_load (void)
 {
   log_set_handlers (error_to_nbdkit, debug_to_nbdkit);
+  log_set_info_handler (info_to_stderr);
 }
 
 static void
@@ -185,7 +193,7 @@ ferry_thread_model (void)
 static int
 write_vm_json (void)
 {
-  json_t *j = source_describe (src, config.server);
+  json_t *j = source_describe (src);
   char tmp[4096];
   int r;
 

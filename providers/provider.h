@@ -28,6 +28,7 @@ struct provider_disk {
   char *change_id;   /* change-tracking id of this state, NULL when CBT is off */
   char *export_name; /* "2000-hard-disk-1": safe as an NBD export or file name */
   uint64_t capacity;
+  bool delta; /* a snapshot delta or linked clone: its file is not the whole disk */
 };
 DEFINE_VECTOR_TYPE (disk_vector, struct provider_disk);
 

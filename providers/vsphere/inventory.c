@@ -62,6 +62,10 @@ vs_parse_disks (xmlNode *devices, disk_vector *disks)
     disk.file_name = xml_child_text (backing, "fileName");
     disk.uuid = xml_child_text (backing, "uuid");
     disk.change_id = xml_child_text (backing, "changeId");
+    /* A backing with a parent is a snapshot delta (or a linked clone): its flat file
+     * holds only what changed above the parent.
+     */
+    disk.delta = xml_child (backing, "parent") != NULL;
     if (disk.change_id && disk.change_id[0] == '\0') {
       free (disk.change_id);
       disk.change_id = NULL;
@@ -106,10 +110,12 @@ collect_snapshots (xmlNode *list, snapshot_vector *v)
     struct vs_snapshot snap = {
       .moref = xml_child_text (t, "snapshot"),
       .name = xml_child_text (t, "name"),
+      .description = xml_child_text (t, "description"),
     };
     if (snap.moref == NULL || snapshot_vector_append (v, snap) == -1) {
       free (snap.moref);
       free (snap.name);
+      free (snap.description);
       return -1;
     }
     xmlNode *children = xml_child (t, "childSnapshotList");
@@ -278,6 +284,8 @@ static const char *const vm_paths[] = { "name",
                                         "config.hardware.numCPU",
                                         "config.hardware.memoryMB",
                                         "config.firmware",
+                                        "runtime.host",
+                                        "guest.toolsRunningStatus",
                                         "config.guestId",
                                         "runtime.powerState",
                                         "snapshot",
@@ -329,6 +337,9 @@ read_vm (struct vs_session *s, const char *ref, const char *datacenter, struct v
   vm->uuid = xml_text (vs_prop (obj, "config.uuid"));
   vm->instance_uuid = xml_text (vs_prop (obj, "config.instanceUuid"));
   vm->power_state = xml_text (vs_prop (obj, "runtime.powerState"));
+  vm->host = xml_text (vs_prop (obj, "runtime.host"));
+  CLEANUP_FREE char *tools = xml_text (vs_prop (obj, "guest.toolsRunningStatus"));
+  vm->tools_running = tools && strcmp (tools, "guestToolsRunning") == 0;
   cbt = xml_text (vs_prop (obj, "config.changeTrackingEnabled"));
   vm->cbt_enabled = cbt && strcmp (cbt, "true") == 0;
   vm->guest_id = xml_text (vs_prop (obj, "config.guestId"));
@@ -409,6 +420,7 @@ vs_vm_free (struct vs_vm *vm)
   free (vm->uuid);
   free (vm->instance_uuid);
   free (vm->power_state);
+  free (vm->host);
   free (vm->guest_id);
   free (vm->firmware);
   free (vm->dc_path);
@@ -422,6 +434,7 @@ vs_vm_free (struct vs_vm *vm)
   for (size_t i = 0; i < vm->snapshots.len; i++) {
     free (vm->snapshots.ptr[i].moref);
     free (vm->snapshots.ptr[i].name);
+    free (vm->snapshots.ptr[i].description);
   }
   snapshot_vector_reset (&vm->snapshots);
   disk_vector_free (&vm->disks);

@@ -123,3 +123,39 @@ vs_enable_cbt (struct vs_session *s, const struct vs_vm *vm)
                    "<spec><changeTrackingEnabled>true</changeTrackingEnabled></spec>",
                    NULL);
 }
+
+int
+vs_shutdown_guest (struct vs_session *s, const struct vs_vm *vm)
+{
+  xmlDoc *doc;
+  xmlNode *ret;
+
+  if (soap_call (s, vm->moref, "ShutdownGuest", "VirtualMachine", vm->moref, "", false,
+                 &doc, &ret, NULL) == -1)
+    return -1;
+  xmlFreeDoc (doc);
+  return 0;
+}
+
+int
+vs_power_off (struct vs_session *s, const struct vs_vm *vm)
+{
+  return run_task (s, vm->moref, "PowerOffVM_Task", "VirtualMachine", vm->moref, "", NULL);
+}
+
+char *
+vs_power_state (struct vs_session *s, const struct vs_vm *vm)
+{
+  static const char *const paths[] = { "runtime.powerState", NULL };
+  xmlDoc *doc;
+  xmlNode *obj;
+  char *state;
+
+  if (vs_retrieve (s, "VirtualMachine", vm->moref, paths, &doc, &obj, NULL) == -1)
+    return NULL;
+  state = xml_text (vs_prop (obj, "runtime.powerState"));
+  xmlFreeDoc (doc);
+  if (state == NULL)
+    log_error ("%s: the server did not say the VM's power state", vm->moref);
+  return state;
+}

@@ -33,6 +33,7 @@ struct vs_config {
 struct vs_snapshot {
   char *moref;
   char *name;
+  char *description;
 };
 DEFINE_VECTOR_TYPE (snapshot_vector, struct vs_snapshot);
 
@@ -51,6 +52,8 @@ struct vs_vm {
   char *uuid; /* BIOS uuid (config.uuid) */
   char *instance_uuid;
   char *power_state; /* poweredOn, poweredOff, suspended */
+  char *host;        /* runtime.host: the ESXi host's moref */
+  bool tools_running;
   bool cbt_enabled;
   char *guest_id;
   char *firmware; /* bios or efi */
@@ -91,6 +94,11 @@ int vs_create_snapshot (struct vs_session *s, const struct vs_vm *vm, const char
                         const char *description, char **snap_moref);
 int vs_remove_snapshot (struct vs_session *s, const struct vs_vm *vm, const char *snap);
 int vs_enable_cbt (struct vs_session *s, const struct vs_vm *vm);
+/* Ask the guest to shut down (VMware Tools), or power the VM off (a task). */
+int vs_shutdown_guest (struct vs_session *s, const struct vs_vm *vm);
+int vs_power_off (struct vs_session *s, const struct vs_vm *vm);
+/* Read runtime.powerState again; malloc'd, NULL on error (reported). */
+char *vs_power_state (struct vs_session *s, const struct vs_vm *vm);
 
 /* QueryChangedDiskAreas from CHANGE_ID ("*" = allocated areas) up to snapshot SNAP (NULL
  * only for a powered-off VM), looping over the server's windows until the capacity, merged.

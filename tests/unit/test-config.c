@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "common/log.h"
-#include "nbdkit-plugin/source.h"
+#include "providers/source.h"
 
 static char last_error[1024];
 
