@@ -26,6 +26,7 @@ PROVIDERS_SRC := $(wildcard providers/*.c providers/vsphere/*.c)
 DISKCACHE_SRC := $(wildcard diskcache/*.c)
 PLUGIN_SRC    := $(wildcard nbdkit-plugin/*.c)
 FUSE_SRC      := $(wildcard fuse/*.c)
+ORCH_SRC      := $(wildcard orchestrator/*.c)
 UNIT_SRC      := $(wildcard tests/unit/test-*.c)
 
 COMMON_LIB    := common/libcommon.a
@@ -33,6 +34,7 @@ PROVIDERS_LIB := providers/libproviders.a
 DISKCACHE_LIB := diskcache/libdiskcache.a
 PLUGIN        := nbdkit-plugin/nbdkit-ferry-plugin.so
 FERRYFS       := fuse/ferryfs
+FERRY         := orchestrator/ferry
 UNIT_TESTS    := $(UNIT_SRC:.c=)
 DOUBLE        := tests/doubles/vsphere/vsphere-double
 
@@ -43,12 +45,12 @@ FUSE_CFLAGS    = $(shell pkg-config --cflags $(FUSE_PKGS) 2>/dev/null)
 FUSE_LIBS      = $(shell pkg-config --libs $(FUSE_PKGS) 2>/dev/null)
 
 OBJS := $(COMMON_SRC:.c=.o) $(PROVIDERS_SRC:.c=.o) $(DISKCACHE_SRC:.c=.o) $(PLUGIN_SRC:.c=.o) \
-        $(FUSE_SRC:.c=.o) $(UNIT_SRC:.c=.o)
+        $(FUSE_SRC:.c=.o) $(ORCH_SRC:.c=.o) $(UNIT_SRC:.c=.o)
 
 .PHONY: all deps check check-unit check-integration check-asan check-valgrind bench demo \
         install uninstall lint clean clean-objs help double
 
-all: $(PLUGIN) $(if $(FUSE_SRC),$(FERRYFS))
+all: $(PLUGIN) $(FERRYFS) $(FERRY)
 
 %.o: %.c
 	@$(if $(Q),echo "  CC      $@")
@@ -78,6 +80,11 @@ fuse/%.o: fuse/%.c
 $(FERRYFS): $(FUSE_SRC:.c=.o) $(COMMON_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(FUSE_SRC:.c=.o) $(COMMON_LIB) $(FUSE_LIBS) $(LIBS)
+
+# ferry links the providers and the cache directly: it copies in-process, no NBD hop.
+$(FERRY): $(ORCH_SRC:.c=.o) $(CORE_LIBS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(ORCH_SRC:.c=.o) $(CORE_LIBS) $(LIBS) -lm
 
 # Unit tests link the libraries; a test may wrap seams with -Wl,--wrap= listed in
 # tests/unit/test-NAME.wrap (one symbol per line).
@@ -130,16 +137,17 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all $(DOUBLE)
 	$(Q)scripts/demo.sh
 
-MANPAGES := nbdkit-plugin/nbdkit-ferry-plugin.1 fuse/ferryfs.1
+MANPAGES := nbdkit-plugin/nbdkit-ferry-plugin.1 fuse/ferryfs.1 orchestrator/ferry.1
 
 install: all
 	install -d $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 0755 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/
-	install -m 0755 $(FERRYFS) $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(FERRYFS) $(FERRY) $(DESTDIR)$(BINDIR)/
 	install -m 0644 $(MANPAGES) $(DESTDIR)$(MANDIR)/man1/
 
 uninstall:
-	rm -f $(DESTDIR)$(PLUGINDIR)/nbdkit-ferry-plugin.so $(DESTDIR)$(BINDIR)/ferryfs
+	rm -f $(DESTDIR)$(PLUGINDIR)/nbdkit-ferry-plugin.so $(DESTDIR)$(BINDIR)/ferryfs \
+	  $(DESTDIR)$(BINDIR)/ferry
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MANPAGES)))
 
 %.1: %.pod
@@ -151,13 +159,13 @@ C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -I. $(COMMON_SRC) $(PROVIDERS_SRC) $(DISKCACHE_SRC) \
-	  $(PLUGIN_SRC) $(FUSE_SRC)
+	  $(PLUGIN_SRC) $(FUSE_SRC) $(ORCH_SRC)
 	shellcheck -x -P SCRIPTDIR $(SHELL_SCRIPTS)
 	clang-format --dry-run --Werror $(C_FILES)
 
 clean-objs:
 	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(DISKCACHE_LIB) $(PLUGIN) \
-	  $(FERRYFS) $(UNIT_TESTS) \
+	  $(FERRYFS) $(FERRY) $(UNIT_TESTS) \
 	  tests/integration/http-fetch tests/integration/vs-probe
 
 clean: clean-objs

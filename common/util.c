@@ -1,5 +1,10 @@
 /* ferry: small system helpers (see util.h). */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,4 +62,46 @@ pread_full (int fd, void *buf, size_t count, uint64_t offset)
     offset += r;
   }
   return 1;
+}
+
+int
+write_file_atomic (const char *path, const void *buf, size_t len)
+{
+  char *tmp = NULL, *dir = NULL;
+  int fd = -1, dfd = -1, r = -1, saved;
+
+  if (asprintf (&tmp, "%s.tmp.%ld", path, (long)getpid ()) == -1) {
+    tmp = NULL;
+    goto out;
+  }
+  dir = strdup (path);
+  if (dir == NULL)
+    goto out;
+  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd == -1 || pwrite_full (fd, buf, len, 0) == -1 || fsync (fd) == -1)
+    goto out;
+  if (close (fd) == -1) {
+    fd = -1;
+    goto out;
+  }
+  fd = -1;
+  if (rename (tmp, path) == -1)
+    goto out;
+  dfd = open (dirname (dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd == -1 || fsync (dfd) == -1)
+    goto out;
+  r = 0;
+
+out:
+  saved = errno;
+  if (fd != -1)
+    close (fd);
+  if (dfd != -1)
+    close (dfd);
+  if (r == -1 && tmp)
+    unlink (tmp);
+  free (tmp);
+  free (dir);
+  errno = saved;
+  return r;
 }

@@ -21,4 +21,10 @@ int pwrite_full (int fd, const void *buf, size_t count, uint64_t offset);
  */
 int pread_full (int fd, void *buf, size_t count, uint64_t offset);
 
+/* Replace PATH with BUF durably: a temporary file beside it, written and synced, renamed
+ * over PATH, then the directory synced.  A reader (or a power loss) sees the old or the new
+ * content, never a mix.  0, or -1 with errno (nothing reported).
+ */
+int write_file_atomic (const char *path, const void *buf, size_t len);
+
 #endif /* FERRY_UTIL_H */

@@ -1,0 +1,296 @@
+/* ferry: ferry validate — every problem of a plan at once, before anything is touched.
+ *
+ * Like MTV's plan concerns: each concern names its object ("plan", "source", "vm web01",
+ * "target /pvc/x"), a category (Critical blocks the migration, Warning and Information
+ * do not) and a message.  The only change validate may make is the one the plan asks for
+ * (enableCBT).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <linux/fs.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "validate.h"
+
+static json_t *concerns;
+static char *captured; /* errors reported while one check ran */
+
+static void
+capture (const char *msg)
+{
+  size_t n = captured ? strlen (captured) : 0;
+  char *p = realloc (captured, n + strlen (msg) + 3);
+
+  if (p == NULL)
+    return;
+  if (n)
+    strcpy (p + n, "; "), n += 2;
+  strcpy (p + n, msg);
+  captured = p;
+}
+
+static void
+concern (const char *object, const char *category, const char *fs, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+static void
+concern (const char *object, const char *category, const char *fs, ...)
+{
+  va_list args;
+  char *msg = NULL;
+  size_t i;
+  json_t *c;
+
+  va_start (args, fs);
+  if (vasprintf (&msg, fs, args) == -1)
+    msg = NULL;
+  va_end (args);
+  if (msg == NULL)
+    return;
+  /* A source-wide problem (unreachable, TLS, login) is said once, not per VM. */
+  json_array_foreach (concerns, i, c)
+    if (strcmp (json_string_value (json_object_get (c, "message")), msg) == 0) {
+      free (msg);
+      return;
+    }
+  json_array_append_new (concerns, json_pack ("{s:s, s:s, s:s}", "object", object,
+                                              "category", category, "message", msg));
+  free (msg);
+}
+
+static char *
+take_captured (void)
+{
+  char *c = captured;
+  captured = NULL;
+  return c;
+}
+
+static void
+human (uint64_t bytes, char *buf, size_t len)
+{
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+  double v = bytes;
+  size_t u = 0;
+
+  while (v >= 1024 && u < 5)
+    v /= 1024, u++;
+  snprintf (buf, len, "%.1f %s", v, units[u]);
+}
+
+static void
+too_small (const char *object, uint64_t need, uint64_t have)
+{
+  char a[32], b[32];
+
+  human (need, a, sizeof a);
+  human (have, b, sizeof b);
+  concern (object, "Critical",
+           "too small: the disk needs %" PRIu64 " bytes (%s), the target has %" PRIu64
+           " bytes (%s) available",
+           need, a, have, b);
+}
+
+/* Can PATH (a disk image of kind KIND) take CAPACITY bytes? */
+static void
+check_target (const char *path, enum target_kind kind, uint64_t capacity)
+{
+  char object[4200];
+  struct stat st;
+
+  snprintf (object, sizeof object, "target %s", path);
+  if (kind == TARGET_BLOCK) {
+    uint64_t size = 0;
+    int fd;
+    if (stat (path, &st) == -1) {
+      concern (object, "Critical", "missing: %s (a block-mode PVC's device)", strerror (errno));
+      return;
+    }
+    if (!S_ISBLK (st.st_mode)) {
+      concern (object, "Critical", "not a block device (the storageMap says block)");
+      return;
+    }
+    fd = open (path, O_RDWR | O_CLOEXEC);
+    if (fd == -1) {
+      concern (object, "Critical", "not writable: %s", strerror (errno));
+      return;
+    }
+    if (ioctl (fd, BLKGETSIZE64, &size) == 0 && size < capacity)
+      too_small (object, capacity, size);
+    close (fd);
+    return;
+  }
+  CLEANUP_FREE char *copy = strdup (path);
+  const char *dir = copy ? dirname (copy) : ".";
+  struct statvfs vfs;
+  uint64_t have;
+  if (stat (dir, &st) == -1 || !S_ISDIR (st.st_mode)) {
+    concern (object, "Critical", "missing: the directory %s (a filesystem-mode PVC's mount) %s",
+             dir, errno ? strerror (errno) : "is not a directory");
+    return;
+  }
+  if (access (dir, W_OK) == -1 || (access (path, F_OK) == 0 && access (path, W_OK) == -1)) {
+    concern (object, "Critical", "not writable: %s", strerror (errno));
+    return;
+  }
+  if (statvfs (dir, &vfs) == -1) {
+    concern (object, "Critical", "statvfs %s: %s", dir, strerror (errno));
+    return;
+  }
+  have = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+  if (stat (path, &st) == 0)
+    have += (uint64_t)st.st_blocks * 512; /* what the image holds already is reused */
+  if (have < capacity)
+    too_small (object, capacity, have);
+}
+
+struct seen_target {
+  char *path;
+  char *owner;
+};
+DEFINE_VECTOR_TYPE (seen_vector, struct seen_target);
+
+static void
+check_vm (const struct plan *plan, const struct plan_vm *pvm, seen_vector *seen,
+          json_t *ids)
+{
+  struct source_config cfg = plan_source_config (plan, pvm);
+  char object[512];
+  struct source *src;
+  const struct source_vm *vm;
+
+  snprintf (object, sizeof object, "vm %s", plan_vm_label (pvm));
+  cfg.metadata_only = true;
+  src = source_open (&cfg);
+  if (src == NULL) {
+    CLEANUP_FREE char *why = take_captured ();
+    concern (object, "Critical", "%s", why ? why : "cannot open the VM");
+    return;
+  }
+  vm = source_vm (src);
+  if (json_object_get (ids, vm->id))
+    concern (object, "Critical", "the same VM as %s (%s): a VM may be in a plan once",
+             json_string_value (json_object_get (ids, vm->id)), vm->id);
+  else
+    json_object_set_new (ids, vm->id, json_string (plan_vm_label (pvm)));
+  if (plan->warm && !vm->change_tracking) {
+    if (plan->enable_cbt) {
+      if (source_enable_change_tracking (src) == 0)
+        concern (object, "Information",
+                 "changed block tracking was off: ferry enabled it (enableCBT); it takes "
+                 "effect at the next snapshot, ferry's first round");
+      else {
+        CLEANUP_FREE char *why = take_captured ();
+        concern (object, "Critical", "cannot enable changed block tracking: %s",
+                 why ? why : "?");
+      }
+    } else
+      concern (object, "Critical",
+               "changed block tracking (CBT) is disabled, which a warm migration needs: "
+               "set \"enableCBT\": true in the plan, or enable it in vSphere");
+  }
+  if (vm->snapshots)
+    concern (object, "Critical",
+             "the VM has snapshots: %s; ferry reads only VMs without snapshots (delta "
+             "chains are not supported yet): delete or consolidate them first",
+             vm->snapshots);
+  if (vm->leftovers)
+    concern (object, "Information",
+             "ferry's own leftover snapshots %s will be removed at the start of the next "
+             "round",
+             vm->leftovers);
+  for (size_t i = 0; i < source_disk_count (src); i++) {
+    const struct provider_disk *d = source_disk (src, i);
+    CLEANUP_FREE char *path = NULL;
+    CLEANUP_FREE char *why = NULL;
+    enum target_kind kind;
+    char owner[600];
+
+    snprintf (owner, sizeof owner, "%s disk %s", plan_vm_label (pvm), d->key);
+    if (d->delta)
+      concern (object, "Critical",
+               "disk %s (%s) is a snapshot delta or linked clone, which ferry cannot read",
+               d->key, d->file_name);
+    if (plan->warm && vm->change_tracking && d->change_id == NULL)
+      concern (object, "Warning",
+               "disk %s has no changeId yet: CBT takes effect at the next snapshot", d->key);
+    if (plan_resolve_target (plan, pvm, i, d->key, d->datastore, &path, &kind, &why) == -1) {
+      concern (object, "Critical", "%s", why ? why : "out of memory");
+      continue;
+    }
+    for (size_t j = 0; j < seen->len; j++)
+      if (strcmp (seen->ptr[j].path, path) == 0)
+        concern (object, "Critical", "target %s is used by two disks: %s and %s", path,
+                 seen->ptr[j].owner, owner);
+    struct seen_target t = { strdup (path), strdup (owner) };
+    if (t.path && t.owner)
+      seen_vector_append (seen, t);
+    check_target (path, kind, d->capacity);
+  }
+  source_close (src);
+  free (take_captured ());
+}
+
+int
+validate_plan (const char *plan_path, bool json_out)
+{
+  struct plan *plan;
+  seen_vector seen = empty_vector;
+  json_t *ids = json_object ();
+  size_t critical = 0, i;
+  json_t *c;
+
+  concerns = json_array ();
+  log_set_error_handler (capture);
+  log_set_info_handler (capture);
+  plan = plan_load (plan_path);
+  if (plan == NULL) {
+    CLEANUP_FREE char *why = take_captured ();
+    concern ("plan", "Critical", "%s", why ? why : "cannot read the plan");
+  } else {
+    for (size_t v = 0; v < plan->vms.len; v++)
+      check_vm (plan, &plan->vms.ptr[v], &seen, ids);
+  }
+  log_set_error_handler (NULL);
+  log_set_info_handler (NULL);
+
+  json_array_foreach (concerns, i, c)
+    if (strcmp (json_string_value (json_object_get (c, "category")), "Critical") == 0)
+      critical++;
+  if (json_out) {
+    json_t *out = json_pack ("{s:b, s:O}", "ready", critical == 0, "concerns", concerns);
+    json_dumpf (out, stdout, JSON_INDENT (2));
+    putchar ('\n');
+    json_decref (out);
+  } else {
+    json_array_foreach (concerns, i, c)
+      printf ("%s: %s: %s\n", json_string_value (json_object_get (c, "category")),
+              json_string_value (json_object_get (c, "object")),
+              json_string_value (json_object_get (c, "message")));
+    if (critical)
+      printf ("plan %s: not ready: %zu critical concern(s)\n", plan_path, critical);
+    else
+      printf ("plan %s: ready\n", plan_path);
+  }
+  for (size_t j = 0; j < seen.len; j++) {
+    free (seen.ptr[j].path);
+    free (seen.ptr[j].owner);
+  }
+  seen_vector_reset (&seen);
+  json_decref (ids);
+  json_decref (concerns);
+  plan_free (plan);
+  return critical ? 1 : 0;
+}

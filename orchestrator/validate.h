@@ -1,0 +1,14 @@
+/* ferry: ferry validate (validate.c). */
+#ifndef FERRY_VALIDATE_H
+#define FERRY_VALIDATE_H
+
+#include <stdbool.h>
+
+#include "plan.h"
+
+/* Check the plan at PLAN_PATH and print its concerns (JSON with JSON_OUT): 0 when it is
+ * ready (no Critical concern), 1 when not.
+ */
+int validate_plan (const char *plan_path, bool json_out);
+
+#endif /* FERRY_VALIDATE_H */

@@ -1,0 +1,134 @@
+/* ferry: target digests and sampled comparison with the source (verify.h). */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "verify.h"
+
+#define READ_SIZE (4 * 1024 * 1024)
+
+int
+verify_digest (const char *path, uint64_t size, char hex[65], const bool *cancel)
+{
+  CLEANUP_FREE char *buf = malloc (READ_SIZE);
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new ();
+  uint8_t sum[32];
+  unsigned n = 32;
+  int fd = -1, r = -1;
+
+  if (buf == NULL || ctx == NULL) {
+    log_error ("%s: out of memory", path);
+    goto out;
+  }
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    log_error ("%s: %m", path);
+    goto out;
+  }
+  /* Read what storage holds, not what this host's page cache remembers. */
+  if (fdatasync (fd) == -1 && errno != EINVAL && errno != EBADF) {
+    log_error ("%s: fdatasync: %m", path);
+    goto out;
+  }
+  posix_fadvise (fd, 0, 0, POSIX_FADV_DONTNEED);
+  EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL);
+  for (uint64_t pos = 0; pos < size;) {
+    size_t len = size - pos < READ_SIZE ? size - pos : READ_SIZE;
+    int got = pread_full (fd, buf, len, pos);
+    if (got != 1) {
+      log_error ("%s: read at %" PRIu64 ": %s", path, pos,
+                 got == 0 ? "the target is shorter than the disk" : strerror (errno));
+      goto out;
+    }
+    if (cancel && __atomic_load_n (cancel, __ATOMIC_RELAXED))
+      goto out;
+    for (size_t off = 0; off < len; off += DIGEST_BLOCK_SIZE) {
+      uint8_t h[32];
+      unsigned hn = 32;
+      size_t bl = len - off < DIGEST_BLOCK_SIZE ? len - off : DIGEST_BLOCK_SIZE;
+      EVP_Digest (buf + off, bl, h, &hn, EVP_sha256 (), NULL);
+      EVP_DigestUpdate (ctx, h, sizeof h);
+    }
+    posix_fadvise (fd, pos, len, POSIX_FADV_DONTNEED);
+    pos += len;
+  }
+  EVP_DigestFinal_ex (ctx, sum, &n);
+  for (unsigned i = 0; i < 32; i++)
+    snprintf (hex + 2 * i, 3, "%02x", sum[i]);
+  r = 0;
+
+out:
+  if (fd != -1)
+    close (fd);
+  EVP_MD_CTX_free (ctx);
+  return r;
+}
+
+int
+verify_sample (struct source *src, size_t i, const char *path, double percent,
+               uint64_t *blocks, uint64_t *mismatches)
+{
+  const struct provider_disk *d = source_disk (src, i);
+  const extent_vector *map;
+  uint64_t nblocks = (d->capacity + DIGEST_BLOCK_SIZE - 1) / DIGEST_BLOCK_SIZE;
+  uint64_t data_blocks = 0, want, tried = 0;
+  char a[DIGEST_BLOCK_SIZE], b[DIGEST_BLOCK_SIZE];
+  int fd, r = -1;
+
+  *blocks = *mismatches = 0;
+  if (percent <= 0 || nblocks == 0)
+    return 0;
+  if (source_allocated (src, i, &map) == -1)
+    return -1;
+  data_blocks = map ? (source_data_bytes (src, i, 0, d->capacity) + DIGEST_BLOCK_SIZE - 1) /
+                          DIGEST_BLOCK_SIZE
+                    : nblocks;
+  if (data_blocks == 0)
+    return 0;
+  want = data_blocks * percent / 100;
+  if (want == 0)
+    want = 1;
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    log_error ("%s: %m", path);
+    return -1;
+  }
+  /* Random blocks, kept when they hold data (bounded tries for very sparse disks). */
+  while (*blocks < want && tried < want * 64 + 1024) {
+    uint64_t rnd, off;
+    size_t len;
+    if (getrandom (&rnd, sizeof rnd, 0) != sizeof rnd)
+      rnd = random ();
+    tried++;
+    off = (rnd % nblocks) * DIGEST_BLOCK_SIZE;
+    len = d->capacity - off < DIGEST_BLOCK_SIZE ? d->capacity - off : DIGEST_BLOCK_SIZE;
+    if (map && source_data_bytes (src, i, off, len) == 0)
+      continue;
+    if (source_pread (src, i, a, len, off) == -1)
+      goto out;
+    if (pread_full (fd, b, len, off) != 1) {
+      log_error ("%s: read at %" PRIu64 ": %m", path, off);
+      goto out;
+    }
+    (*blocks)++;
+    if (memcmp (a, b, len) != 0) {
+      (*mismatches)++;
+      log_error ("%s: the block at offset %" PRIu64 " differs from the source disk %s",
+                 path, off, d->key);
+    }
+  }
+  r = 0;
+
+out:
+  close (fd);
+  return r;
+}
