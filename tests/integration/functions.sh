@@ -297,3 +297,56 @@ guest_write_random ()
   guest_write "$1" "$2" "$3" "$tmpdir/gw.$$"
   rm -f "$tmpdir/gw.$$"
 }
+
+# --- ferry, the orchestrator (test-ferry-*.sh) ---
+ferry=$top/orchestrator/ferry
+
+# ferry_secret DIR: a Forklift-style vSphere provider Secret for the double.
+ferry_secret ()
+{
+  mkdir -p "$1"
+  printf '%s' "${FERRY_USER:-user}" >"$1/user"
+  printf '%s' "${PASSWORD:-pass}" >"$1/password"
+  cp "$CACERT" "$1/cacert"
+}
+
+# write_plan FILE JQ-FILTER: a plan for the double (Secret in $tmpdir/secret, state in
+# $tmpdir/state, the double's datastore mapped to $tmpdir/pvc/{vm}-disk{index}), changed
+# by the jq filter (e.g. '.warm = true | .vms = [{"name": "web01"}]').
+write_plan ()
+{
+  [ -d "$tmpdir/secret" ] || ferry_secret "$tmpdir/secret"
+  jq -n --arg url "https://$SERVER/sdk" --arg secret "$tmpdir/secret" \
+    --arg state "$tmpdir/state" --arg ds "$DATASTORE" --arg pvc "$tmpdir/pvc" '{
+      name: "test", source: { type: "vsphere", url: $url, secret: $secret },
+      stateDir: $state,
+      storageMap: [ { source: { name: $ds },
+                      destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}") } } ],
+      vms: [] }' | jq "$2" >"$1"
+}
+
+# make_targets VM N: the filesystem targets (PVC mounts) of a VM's first N disks.
+make_targets ()
+{
+  local i
+  for ((i = 0; i < $2; i++)); do mkdir -p "$tmpdir/pvc/$1-disk$i"; done
+}
+
+# wait_stopped PID: wait until the process is stopped (state T, e.g. by
+# FERRY_TEST_STOP_AT); fails if it exits first.
+wait_stopped ()
+{
+  timeout=${timeout:-60} wait_for _is_stopped "$1"
+}
+
+_is_stopped ()
+{
+  [ -e "/proc/$1/stat" ] || fail "process $1 exited before it stopped"
+  [ "$(awk '{ print $3 }' "/proc/$1/stat")" = T ]
+}
+
+# ferry_snapshots VM: the names of the VM's snapshots that ferry made, one a line.
+ferry_snapshots ()
+{
+  vm_json "$1" | jq -r '.snapshots[]?.name | select(startswith("ferry:"))'
+}
