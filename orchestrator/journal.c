@@ -100,7 +100,8 @@ journal_open (const char *state_dir, const char *plan_name, bool run)
       goto err;
     }
     snprintf (pid, sizeof pid, "%ld\n", (long)getpid ());
-    if (ftruncate (j->lock_fd, 0) == -1 || pwrite_full (j->lock_fd, pid, strlen (pid), 0) == -1) {
+    if (ftruncate (j->lock_fd, 0) == -1 ||
+        pwrite_full (j->lock_fd, pid, strlen (pid), 0) == -1) {
       log_error ("%s: %m", lock);
       goto err;
     }
@@ -250,7 +251,8 @@ journal_write_results (struct journal *j, const char *const *names, size_t n)
     json_object_set_new (vm, "name", json_string (names[i]));
     json_object_del (vm, "snapshot"); /* in flight only: the journal's business */
     /* Disks as a list in index order, each with its key. */
-    json_object_foreach (json_object_get (vm, "disks"), key, d) {
+    json_object_foreach (json_object_get (vm, "disks"), key, d)
+    {
       json_object_set_new (d, "key", json_string (key));
       json_array_append (disks, d);
     }

@@ -261,9 +261,8 @@ disk_thread (void *arg)
   if (c == NULL)
     goto out;
   dcache_get_stats (c, &st);
-  dj->changed =
-      st.valid_bytes == 0 ? source_data_bytes (dj->src, dj->index, 0, d->capacity)
-                          : st.invalidated_bytes;
+  dj->changed = st.valid_bytes == 0 ? source_data_bytes (dj->src, dj->index, 0, d->capacity)
+                                    : st.invalidated_bytes;
   if (dcache_fill (c, run->plan->connections_per_disk, progress_cb, dj) == -1)
     goto out;
   if (dj->final && dcache_digest (c, dj->digest, sizeof dj->digest) == -1)
@@ -307,11 +306,11 @@ verify_disks (struct vm_job *vj, struct source *src, struct disk_job *djs, size_
     }
     journal_lock (run->journal);
     json_t *jd = json_object_get (disks, d->key);
-    json_object_set_new (jd, "digest", json_pack ("{s:s, s:s}", "source", dj->digest,
-                                                  "target", target));
-    json_object_set_new (jd, "verifySample", json_pack ("{s:I, s:I}", "blocks",
-                                                        (json_int_t)blocks, "mismatches",
-                                                        (json_int_t)mismatches));
+    json_object_set_new (jd, "digest",
+                         json_pack ("{s:s, s:s}", "source", dj->digest, "target", target));
+    json_object_set_new (jd, "verifySample",
+                         json_pack ("{s:I, s:I}", "blocks", (json_int_t)blocks,
+                                    "mismatches", (json_int_t)mismatches));
     journal_unlock (run->journal);
     if (strcmp (dj->digest, target) != 0) {
       log_error ("%s disk %s: the target %s does not hold what was copied: digest %s, "
@@ -351,7 +350,8 @@ record_round (struct vm_job *vj, json_t *vm, unsigned round, struct disk_job *dj
   /* A cutover now: shut down, then a round fetching what changed since this snapshot at
    * this round's fetch rate, plus this round's fixed cost (snapshot, queries).
    */
-  predicted = (seconds - fill_seconds) + (fetch_rate > 0 ? change_rate * seconds / fetch_rate : 0);
+  predicted =
+      (seconds - fill_seconds) + (fetch_rate > 0 ? change_rate * seconds / fetch_rate : 0);
   json_array_append_new (json_object_get (vm, "rounds"),
                          json_pack ("{s:i, s:I, s:I, s:I, s:f, s:f}", "round", (int)round,
                                     "bytesChanged", (json_int_t)changed, "bytesFetched",
@@ -364,7 +364,8 @@ record_round (struct vm_job *vj, json_t *vm, unsigned round, struct disk_job *dj
   json_object_set_new (vm, "predictedFinalRoundSeconds", json_real (predicted));
   json_object_set_new (vm, "predictedDowntimeSeconds", json_real (predicted));
   snprintf (text, sizeof text,
-            "ferry: %s: round %u: %" PRIu64 " bytes changed, %" PRIu64 " fetched in %.1f s; "
+            "ferry: %s: round %u: %" PRIu64 " bytes changed, %" PRIu64
+            " fetched in %.1f s; "
             "change rate %.0f B/s; predicted downtime of a cutover now %.1f s",
             vj->label, round, changed, fetched, seconds, change_rate, predicted);
   progress_event (vj->run->progress,
@@ -418,8 +419,9 @@ do_round (struct vm_job *vj, unsigned round, bool final)
     goto release;
   t_fill = time_monotonic ();
   for (size_t i = 0; i < n; i++) {
-    djs[i] = (struct disk_job){ .vm = vj, .src = src, .index = i, .round = round,
-                                .final = final };
+    djs[i] = (struct disk_job){
+      .vm = vj, .src = src, .index = i, .round = round, .final = final
+    };
     if (pthread_create (&djs[i].thread, NULL, disk_thread, &djs[i]) != 0) {
       log_error ("%s: pthread_create: %m", vj->label);
       n = i;
@@ -581,12 +583,12 @@ vm_thread (void *arg)
 {
   struct vm_job *vj = arg;
   struct run *run = vj->run;
-  CLEANUP_FREE char *state = NULL;
+  char state[32];
   unsigned round;
 
   journal_lock (run->journal);
   json_t *vm = journal_vm (run->journal, vj->label);
-  state = strdup (json_string_value (json_object_get (vm, "state")));
+  snprintf (state, sizeof state, "%s", json_string_value (json_object_get (vm, "state")));
   round = json_integer_value (json_object_get (vm, "round"));
   json_object_set_new (vm, "warm", json_boolean (run->plan->warm));
   journal_unlock (run->journal);
@@ -689,7 +691,8 @@ migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress)
   pthread_create (&sigthr, NULL, signal_thread, &run);
 
   for (size_t i = 0; i < plan->vms.len; i++) {
-    jobs[i] = (struct vm_job){ .run = &run, .pvm = &plan->vms.ptr[i],
+    jobs[i] = (struct vm_job){ .run = &run,
+                               .pvm = &plan->vms.ptr[i],
                                .label = plan_vm_label (&plan->vms.ptr[i]) };
     names[i] = jobs[i].label;
     journal_lock (run.journal);
