@@ -265,3 +265,20 @@ journal_write_results (struct journal *j, const char *const *names, size_t n)
   json_decref (root);
   return r;
 }
+
+double
+journal_predict_final_round (json_t *vm, double now)
+{
+  json_t *last = json_object_get (vm, "lastSnapshotTime");
+  double rate = json_number_value (json_object_get (vm, "changeRate"));
+  double fetch = json_number_value (json_object_get (vm, "fetchRate"));
+  double fixed = json_number_value (json_object_get (vm, "roundOverheadSeconds"));
+  double since;
+
+  if (!json_is_number (last))
+    return -1;
+  since = now - json_number_value (last);
+  if (since < 0)
+    since = 0;
+  return fixed + (fetch > 0 ? rate * since / fetch : 0);
+}

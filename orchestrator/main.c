@@ -110,6 +110,20 @@ num (json_t *obj, const char *key)
   return json_number_value (json_object_get (obj, key));
 }
 
+/* A cutover now: the measured shutdown and a final round of what changed since the last
+ * round's snapshot; 0 once verified.
+ */
+static double
+predicted_downtime (json_t *vm)
+{
+  const char *state = json_string_value (json_object_get (vm, "state"));
+  double final = journal_predict_final_round (vm, (double)time (NULL));
+
+  if (vm == NULL || final < 0 || (state && strcmp (state, "verified") == 0))
+    return 0;
+  return final + num (vm, "shutdownSeconds");
+}
+
 static int
 cmd_status (const struct plan *plan, bool json_out)
 {
@@ -129,8 +143,10 @@ cmd_status (const struct plan *plan, bool json_out)
     uint64_t copied = 0;
     size_t r;
     json_t *e;
-    json_array_foreach (rounds, r, e) copied +=
-        json_integer_value (json_object_get (e, "bytesFetched"));
+    json_array_foreach (rounds, r, e)
+    {
+      copied += json_integer_value (json_object_get (e, "bytesFetched"));
+    }
     json_array_append_new (
         out,
         json_pack ("{s:s, s:s, s:i, s:I, s:I, s:f, s:f, s:O?}", "name", name, "state",
@@ -139,8 +155,7 @@ cmd_status (const struct plan *plan, bool json_out)
                    "bytesCopied", (json_int_t)copied, "bytesToCopy",
                    (json_int_t)json_integer_value (json_object_get (vm, "bytesToCopy")),
                    "changeRate", num (vm, "changeRate"), "predictedDowntimeSeconds",
-                   num (vm, "predictedDowntimeSeconds"), "error",
-                   json_object_get (vm, "error")));
+                   predicted_downtime (vm), "error", json_object_get (vm, "error")));
   }
   if (json_out) {
     json_t *doc = json_pack ("{s:s, s:b, s:o}", "plan", plan->name, "running", runner != 0,

@@ -59,6 +59,7 @@ struct disk_job {
   uint64_t changed, fetched, zeroed;
   char digest[65];
   struct progress_disk *pd;
+  uint64_t to_copy; /* counted in the journal's bytesToCopy while the disk runs */
 };
 
 /* The disk's source as diskcache sees it, failing reads once the run is cancelled. */
@@ -193,6 +194,20 @@ set_state (struct vm_job *vj, const char *state, unsigned round)
                   text);
 }
 
+/* Add DELTA to the VM's bytes still to fetch in this round (for ferry status). */
+static void
+add_to_copy (struct disk_job *dj, int64_t delta)
+{
+  struct journal *j = dj->vm->run->journal;
+
+  journal_lock (j);
+  json_t *vm = journal_vm (j, dj->vm->label);
+  json_int_t now = json_integer_value (json_object_get (vm, "bytesToCopy")) + delta;
+  json_object_set_new (vm, "bytesToCopy", json_integer (now > 0 ? now : 0));
+  journal_save (j);
+  journal_unlock (j);
+}
+
 static void
 progress_cb (void *data, uint64_t done, uint64_t total)
 {
@@ -202,6 +217,8 @@ progress_cb (void *data, uint64_t done, uint64_t total)
     const struct provider_disk *d = source_disk (dj->src, dj->index);
     dj->pd = progress_disk_start (dj->vm->run->progress, dj->vm->label, d->key, dj->round,
                                   total);
+    dj->to_copy = total;
+    add_to_copy (dj, total);
   }
   progress_disk_update (dj->pd, done, 0);
   if (total > 0 && done >= total / 2)
@@ -278,6 +295,8 @@ out:
   if (slot)
     sched_release (run->sched, host, d->datastore);
   progress_disk_end (dj->pd);
+  if (dj->to_copy)
+    add_to_copy (dj, -(int64_t)dj->to_copy);
   if (dj->r == -1)
     dj->error = take_error ("the copy failed");
   return NULL;
@@ -347,11 +366,6 @@ record_round (struct vm_job *vj, json_t *vm, unsigned round, struct disk_job *dj
   if (round > 1 && since > 0)
     change_rate = changed / since;
   fetch_rate = fill_seconds > 0 && fetched > 0 ? fetched / fill_seconds : 0;
-  /* A cutover now: shut down, then a round fetching what changed since this snapshot at
-   * this round's fetch rate, plus this round's fixed cost (snapshot, queries).
-   */
-  predicted =
-      (seconds - fill_seconds) + (fetch_rate > 0 ? change_rate * seconds / fetch_rate : 0);
   json_array_append_new (json_object_get (vm, "rounds"),
                          json_pack ("{s:i, s:I, s:I, s:I, s:f, s:f}", "round", (int)round,
                                     "bytesChanged", (json_int_t)changed, "bytesFetched",
@@ -361,7 +375,9 @@ record_round (struct vm_job *vj, json_t *vm, unsigned round, struct disk_job *dj
   json_object_set_new (vm, "changeRate", json_real (change_rate));
   json_object_set_new (vm, "fetchRate", json_real (fetch_rate));
   json_object_set_new (vm, "roundOverheadSeconds", json_real (seconds - fill_seconds));
-  json_object_set_new (vm, "predictedFinalRoundSeconds", json_real (predicted));
+  /* A cutover now: the shutdown (as measured, once known) and a final round. */
+  predicted = journal_predict_final_round (vm, (double)time (NULL)) +
+              json_number_value (json_object_get (vm, "shutdownSeconds"));
   json_object_set_new (vm, "predictedDowntimeSeconds", json_real (predicted));
   snprintf (text, sizeof text,
             "ferry: %s: round %u: %" PRIu64 " bytes changed, %" PRIu64
@@ -393,6 +409,9 @@ do_round (struct vm_job *vj, unsigned round, bool final)
   snprintf (purpose, sizeof purpose, "%s/%s round %u", run->plan->name, vj->label, round);
   cfg.snapshot = "create";
   cfg.purpose = purpose;
+  journal_lock (run->journal);
+  json_object_set_new (journal_vm (run->journal, vj->label), "bytesToCopy", json_integer (0));
+  journal_unlock (run->journal);
   set_state (vj, final ? "cutover" : "copying", round);
   if (cancelled (run))
     return -1;
@@ -531,6 +550,7 @@ shut_down (struct vm_job *vj)
   struct run *run = vj->run;
   struct source_config cfg = plan_source_config (run->plan, vj->pvm);
   struct source *src;
+  double t0 = time_monotonic ();
   int r;
 
   cfg.metadata_only = true;
@@ -545,6 +565,10 @@ shut_down (struct vm_job *vj)
   journal_unlock (run->journal);
   r = source_shutdown (src, run->plan->shutdown_timeout);
   source_close (src);
+  journal_lock (run->journal);
+  vm = journal_vm (run->journal, vj->label);
+  json_object_set_new (vm, "shutdownSeconds", json_real (time_monotonic () - t0));
+  journal_unlock (run->journal);
   return r;
 }
 
@@ -621,7 +645,15 @@ vm_thread (void *arg)
     }
   }
   set_state (vj, "cutover", round);
-  if (shut_down (vj) == -1 || do_round (vj, ++round, true) == -1)
+  if (shut_down (vj) == -1)
+    goto fail;
+  journal_lock (run->journal);
+  vm = journal_vm (run->journal, vj->label);
+  double predicted = journal_predict_final_round (vm, (double)time (NULL));
+  json_object_set_new (vm, "predictedFinalRoundSeconds",
+                       predicted >= 0 ? json_real (predicted) : json_null ());
+  journal_unlock (run->journal);
+  if (do_round (vj, ++round, true) == -1)
     goto fail;
   set_state (vj, "verified", round);
   finish_vm (vj, true);

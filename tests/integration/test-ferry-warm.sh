@@ -34,6 +34,12 @@ for w in "${writes2[@]}"; do guest_write_random db01 2000 "${w%:*}" "${w#*:}"; d
 # During round 2 (its snapshot taken, ferry stopped mid-fill): writes that belong to round 3.
 wait_stopped "$pid"
 [ "$(ferry_snapshots db01 | wc -l)" = 1 ] || fail "not one ferry snapshot during round 2"
+# ferry status, from the journal, while the round runs.
+"$ferry" status "$tmpdir/plan.json" --json >"$tmpdir/status.json"
+jq -e '.running and .vms[0].state == "copying" and .vms[0].round == 2 and
+       .vms[0].bytesToCopy > 0 and .vms[0].bytesCopied > 0 and
+       .vms[0].predictedDowntimeSeconds >= 0' "$tmpdir/status.json" >/dev/null ||
+  fail "status during round 2: $(cat "$tmpdir/status.json")"
 writes3=(5000000:100000 60000000:300000)
 for w in "${writes3[@]}"; do guest_write_random db01 2000 "${w%:*}" "${w#*:}"; done
 kill -CONT "$pid"
