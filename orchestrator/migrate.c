@@ -410,7 +410,8 @@ do_round (struct vm_job *vj, unsigned round, bool final)
   cfg.snapshot = "create";
   cfg.purpose = purpose;
   journal_lock (run->journal);
-  json_object_set_new (journal_vm (run->journal, vj->label), "bytesToCopy", json_integer (0));
+  json_object_set_new (journal_vm (run->journal, vj->label), "bytesToCopy",
+                       json_integer (0));
   journal_unlock (run->journal);
   set_state (vj, final ? "cutover" : "copying", round);
   if (cancelled (run))
