@@ -25,11 +25,19 @@
 #include "validate.h"
 
 static json_t *concerns;
-static char *captured; /* errors reported while one check ran */
+static char *captured;     /* errors reported while one check ran */
+static bool plan_problems; /* while the plan is read: each error is a concern */
+
+static void concern (const char *object, const char *category, const char *fs, ...)
+    __attribute__ ((format (printf, 3, 4)));
 
 static void
 capture (const char *msg)
 {
+  if (plan_problems) {
+    concern ("plan", "Critical", "%s", msg);
+    return;
+  }
   size_t n = captured ? strlen (captured) : 0;
   char *p = realloc (captured, n + strlen (msg) + 3);
 
@@ -40,9 +48,6 @@ capture (const char *msg)
   strcpy (p + n, msg);
   captured = p;
 }
-
-static void concern (const char *object, const char *category, const char *fs, ...)
-    __attribute__ ((format (printf, 3, 4)));
 
 static void
 concern (const char *object, const char *category, const char *fs, ...)
@@ -58,10 +63,13 @@ concern (const char *object, const char *category, const char *fs, ...)
   va_end (args);
   if (msg == NULL)
     return;
-  /* A source-wide problem (unreachable, TLS, login) is said once, not per VM. */
+  /* A problem that several VMs share (unreachable, TLS, login) is the source's, said once.
+   */
   json_array_foreach (concerns, i, c)
   {
     if (strcmp (json_string_value (json_object_get (c, "message")), msg) == 0) {
+      if (strcmp (json_string_value (json_object_get (c, "object")), object) != 0)
+        json_object_set_new (c, "object", json_string ("source"));
       free (msg);
       return;
     }
@@ -140,7 +148,7 @@ check_target (const char *path, enum target_kind kind, uint64_t capacity)
   uint64_t have;
   if (stat (dir, &st) == -1 || !S_ISDIR (st.st_mode)) {
     concern (object, "Critical",
-             "missing: the directory %s (a filesystem-mode PVC's mount) %s", dir,
+             "missing: the directory %s (a filesystem-mode PVC's mount): %s", dir,
              errno ? strerror (errno) : "is not a directory");
     return;
   }
@@ -260,11 +268,10 @@ validate_plan (const char *plan_path, bool json_out)
   concerns = json_array ();
   log_set_error_handler (capture);
   log_set_info_handler (capture);
+  plan_problems = true;
   plan = plan_load (plan_path);
-  if (plan == NULL) {
-    CLEANUP_FREE char *why = take_captured ();
-    concern ("plan", "Critical", "%s", why ? why : "cannot read the plan");
-  } else {
+  plan_problems = false;
+  if (plan != NULL) {
     for (size_t v = 0; v < plan->vms.len; v++)
       check_vm (plan, &plan->vms.ptr[v], &seen, ids);
   }
