@@ -121,18 +121,29 @@ cancelled (struct run *run)
   return __atomic_load_n (&run->cancel, __ATOMIC_RELAXED);
 }
 
-/* FERRY_TEST_STOP_AT=POINT [FERRY_TEST_STOP_ROUND=N]: stop here, once, for a crash test. */
+/* FERRY_TEST_STOP_AT=POINT[:ROUND][,POINT[:ROUND]...] (FERRY_TEST_STOP_ROUND=N is the
+ * ROUND of entries without one): stop here for a crash test, once per entry.
+ */
 static void
 test_stop (const char *point, unsigned round)
 {
-  static bool stopped;
+  static unsigned fired; /* a bit per entry */
   const char *at = getenv ("FERRY_TEST_STOP_AT");
-  const char *r = getenv ("FERRY_TEST_STOP_ROUND");
+  const char *dflt = getenv ("FERRY_TEST_STOP_ROUND");
+  size_t len = strlen (point);
 
-  if (at && strcmp (at, point) == 0 && (r == NULL || strtoul (r, NULL, 10) == round) &&
-      !__atomic_exchange_n (&stopped, true, __ATOMIC_RELAXED)) {
-    fprintf (stderr, "ferry: test stop at %s (round %u)\n", point, round);
-    raise (SIGSTOP);
+  for (unsigned i = 0; at && *at && i < 32; i++) {
+    size_t n = strcspn (at, ",");
+    const char *colon = memchr (at, ':', n);
+    const char *want = colon ? colon + 1 : dflt;
+    size_t name_len = colon ? (size_t)(colon - at) : n;
+    if (name_len == len && strncmp (at, point, len) == 0 &&
+        (want == NULL || strtoul (want, NULL, 10) == round) &&
+        !(__atomic_fetch_or (&fired, 1u << i, __ATOMIC_RELAXED) & (1u << i))) {
+      fprintf (stderr, "ferry: test stop at %s (round %u)\n", point, round);
+      raise (SIGSTOP);
+    }
+    at += n + (at[n] == ',');
   }
 }
 
@@ -287,6 +298,7 @@ disk_thread (void *arg)
   dcache_get_stats (c, &st);
   dj->fetched = st.fetched_bytes;
   dj->zeroed = st.zeroed_bytes;
+  progress_disk_update (dj->pd, st.fetched_bytes, st.zeroed_bytes);
   dj->r = 0;
 
 out:
@@ -610,12 +622,16 @@ vm_thread (void *arg)
   struct run *run = vj->run;
   char state[32];
   unsigned round;
+  bool cutting_over;
 
   journal_lock (run->journal);
   json_t *vm = journal_vm (run->journal, vj->label);
   snprintf (state, sizeof state, "%s", json_string_value (json_object_get (vm, "state")));
   round = json_integer_value (json_object_get (vm, "round"));
   json_object_set_new (vm, "warm", json_boolean (run->plan->warm));
+  /* A recorded power state means the cutover began (and may have failed later). */
+  cutting_over = strcmp (state, "cutover") == 0 ||
+                 json_is_string (json_object_get (vm, "originalPowerState"));
   journal_unlock (run->journal);
 
   if (strcmp (state, "verified") == 0) {
@@ -623,7 +639,7 @@ vm_thread (void *arg)
     return NULL;
   }
   if (run->mode == RUN_PRECOPY) {
-    if (strcmp (state, "cutover") == 0) {
+    if (cutting_over) {
       log_info ("%s: already cutting over; no precopy round", vj->label);
       vj->ok = true;
       return NULL;
@@ -634,12 +650,13 @@ vm_thread (void *arg)
     finish_vm (vj, true);
     return NULL;
   }
-  if (run->plan->warm && strcmp (state, "cutover") != 0) {
+  if (run->plan->warm && !cutting_over) {
     while (!cutover_due (run) || round == 0) {
       double started = time_monotonic ();
       if (do_round (vj, ++round, false) == -1)
         goto fail;
       set_state (vj, "precopy-wait", round);
+      test_stop ("precopy-wait", round);
       wait_round (run, started + run->plan->precopy_interval);
       if (cancelled (run))
         goto fail;

@@ -462,7 +462,10 @@ plan_source_config (const struct plan *p, const struct plan_vm *vm)
     .cacert = p->cacert,
     .thumbprint = p->thumbprint,
     .sslverify = !p->insecure,
-    .connections = p->connections_per_disk,
+    /* One session per VM whose disks are read in parallel: room for each of them. */
+    .connections = p->connections_per_disk * p->max_per_host > 64
+                       ? 64
+                       : p->connections_per_disk * p->max_per_host,
   };
 }
 
