@@ -3,7 +3,9 @@
  * Library code reports an error once, where it happens, with log_error(), and returns
  * -1/NULL.  Where the message goes is the caller's choice: the nbdkit plugin routes errors
  * to nbdkit_error and debug lines to nbdkit_debug; the CLIs print "ferry: ..." to stderr
- * (the default).
+ * (the default).  A warning (something works but is unsafe, e.g. sslverify=false) is
+ * neither: it goes to its own handler, by default "ferry: warning: ..." on stderr, which
+ * is where nbdkit's own messages go too.
  *
  * THREAD MODEL: the handlers are set once at start-up, before any thread exists; the log
  * functions may then be called from any thread.
@@ -14,7 +16,9 @@
 typedef void (*log_handler) (const char *msg);
 
 void log_set_handlers (log_handler error, log_handler debug);
+void log_set_warning_handler (log_handler warning);
 void log_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+void log_warning (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void log_debug (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 
 /* Debug flags, set by nbdkit as -D ferry.soap=1 etc. (nbdkit finds them by symbol name in
