@@ -578,6 +578,26 @@ is_tls_error (CURLcode rc)
   }
 }
 
+/* A transport failure (reset, stall, timeout) rather than a refusal.  When one happens
+ * before the request was sent (connect, TLS handshake, a stalled handshake), the server
+ * cannot have processed it, so it is a connect failure whatever curl calls it: even a POST
+ * may be repeated.
+ */
+static bool
+is_transport_error (CURLcode rc)
+{
+  switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
 /* "GET https://host/path (bytes A-B)" into BUF, for messages. */
 static const char *
 describe (char *buf, size_t len, const struct http_pool *pool, const struct request *req)
@@ -717,13 +737,10 @@ do_request (struct http_pool *pool, struct request *req)
       return -1;
     }
 
-    /* A failure before the request was sent (connect, TLS handshake, a stalled
-     * handshake) is a connect failure whatever curl calls it: even a POST may be repeated.
-     */
     delay = http_retry_delay (
         &pool->config, attempt, (long)((time_monotonic () - t0) * 1000),
-        rc != CURLE_OK && pretransfer == 0 ? CURLE_COULDNT_CONNECT : rc, status, short_body,
-        h->retry_after, idempotent, rand_r (&h->seed) / ((double)RAND_MAX + 1));
+        pretransfer == 0 && is_transport_error (rc) ? CURLE_COULDNT_CONNECT : rc, status,
+        short_body, h->retry_after, idempotent, rand_r (&h->seed) / ((double)RAND_MAX + 1));
     if (short_body)
       snprintf (why, sizeof why, "short body: %zu of %zu bytes", h->got, req->count);
     else
