@@ -624,8 +624,11 @@ explain (char *buf, size_t len, const struct handle *h, CURLcode rc, long status
     snprintf (buf, len, "%s%s", is_tls_error (rc) ? "TLS: " : "",
               h->errbuf[0] ? h->errbuf : curl_easy_strerror (rc));
   else {
-    /* The first line of the server's answer, if it has one. */
-    const char *body = h->buf ? h->errbody : h->body.ptr ? h->body.ptr : "";
+    /* The first line of the server's answer to a GET, if it has one.  Not of an answer
+     * to a POST: it may echo the request, which may carry a password (Login); the caller
+     * gets the body and shows what it knows to be safe.
+     */
+    const char *body = h->buf ? h->errbody : "";
 
     body_len = (int)strcspn (body, "\r\n");
     if (body_len > ERRBODY_SHOWN)

@@ -16,6 +16,7 @@ once listening.  Faults, counted over all connections, in this order:
     --stall N         for the next N range GETs, send the headers and half the body,
                       then stop sending (the connection stays open, silent)
     --retry-after S   the Retry-After of the 503 answers (default 0)
+    --echo-503        a 503 answer to a POST echoes the request in its first line
     --require-cookie NAME=VALUE   answer 401 unless the request carries this cookie
 
 POST (a stand-in for /sdk) echoes the body with a session cookie, or answers a SOAP
@@ -113,7 +114,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if n <= state.args.reset + state.args.fail_503:
             state.count("503")
-            self.send_text(503, "Service Unavailable: fault injected\n",
+            echo = " " + body.decode() if state.args.echo_503 else ""
+            self.send_text(503, "Service Unavailable: fault injected%s\n" % echo,
                            [("Retry-After", str(state.args.retry_after))])
             return
         if state.args.post_size:
@@ -285,6 +287,7 @@ def main():
     p.add_argument("--short", type=int, default=0)
     p.add_argument("--stall", type=int, default=0)
     p.add_argument("--retry-after", type=int, default=0)
+    p.add_argument("--echo-503", action="store_true")
     p.add_argument("--post-size", type=int, default=0)
     p.add_argument("--soap", choices=["echo-fault", "echo-raw"])
     p.add_argument("--require-cookie")

@@ -36,4 +36,17 @@ for mode in echo-fault echo-raw; do
     fail "$mode: the error does not name the server, the user and the fault type"
   stop_range_server
 done
+# The HTTP layer does not show the body of an answer to a POST either (its caller knows
+# whether it may): a 503 that echoes a Login request stays out of the debug lines.
+start_range_server echo503 --fail-503 1 --echo-503
+"$top/tests/integration/http-fetch" --cacert "$tmpdir/ca.pem" --debug \
+  --post "<Login><password>s3cr3tQx</password></Login>" "$URL" /sdk 0 /dev/null \
+  >"$tmpdir/echo503.log" 2>&1 || { cat "$tmpdir/echo503.log"; fail "POST after a 503"; }
+grep '^ferry' "$tmpdir/echo503.log" >"$tmpdir/echo503.msgs"
+cat "$tmpdir/echo503.msgs"
+grep -q 'POST .*/sdk: HTTP 503: retry 1 in' "$tmpdir/echo503.msgs" || fail "the 503 was not retried"
+if grep -E 's3cr|password' "$tmpdir/echo503.msgs"; then
+  fail "the body of an answer to a POST was logged"
+fi
+stop_range_server
 echo "$0: OK"
