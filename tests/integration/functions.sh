@@ -305,7 +305,7 @@ guest_write_random ()
 http_certs ()
 {
   (
-    cd "$tmpdir"
+    cd "$tmpdir" || exit
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry test CA" \
       -keyout ca.key -out ca.pem 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
@@ -316,6 +316,7 @@ http_certs ()
   )
   sha1=$(openssl x509 -in "$tmpdir/server.pem" -noout -fingerprint -sha1 | sed 's/.*=//')
   sha256=$(openssl x509 -in "$tmpdir/server.pem" -noout -fingerprint -sha256 | sed 's/.*=//')
+  export sha1 sha256
 }
 
 # start_range_server NAME [range_server flags]: serve $tmpdir/disk; sets URL and
