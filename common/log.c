@@ -17,12 +17,6 @@ stderr_error (const char *msg)
 }
 
 static void
-stderr_warning (const char *msg)
-{
-  fprintf (stderr, "ferry: warning: %s\n", msg);
-}
-
-static void
 stderr_debug (const char *msg)
 {
   fprintf (stderr, "ferry: debug: %s\n", msg);
@@ -30,19 +24,12 @@ stderr_debug (const char *msg)
 
 static log_handler error_handler = stderr_error;
 static log_handler debug_handler = stderr_debug;
-static log_handler warning_handler = stderr_warning;
 
 void
 log_set_handlers (log_handler error, log_handler debug)
 {
   error_handler = error ? error : stderr_error;
   debug_handler = debug ? debug : stderr_debug;
-}
-
-void
-log_set_warning_handler (log_handler warning)
-{
-  warning_handler = warning ? warning : stderr_warning;
 }
 
 static void
@@ -76,6 +63,20 @@ log_debug (const char *fs, ...)
   va_start (args, fs);
   vlog (debug_handler, fs, args);
   va_end (args);
+}
+
+static void
+stderr_warning (const char *msg)
+{
+  fprintf (stderr, "ferry: warning: %s\n", msg);
+}
+
+static log_handler warning_handler = stderr_warning;
+
+void
+log_set_warning_handler (log_handler warning)
+{
+  warning_handler = warning ? warning : stderr_warning;
 }
 
 void

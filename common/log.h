@@ -16,9 +16,7 @@
 typedef void (*log_handler) (const char *msg);
 
 void log_set_handlers (log_handler error, log_handler debug);
-void log_set_warning_handler (log_handler warning);
 void log_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
-void log_warning (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void log_debug (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 
 /* Debug flags, set by nbdkit as -D ferry.soap=1 etc. (nbdkit finds them by symbol name in
@@ -27,5 +25,11 @@ void log_debug (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 extern int ferry_debug_soap;  /* every SOAP call with its timing */
 extern int ferry_debug_http;  /* every HTTP request, retry and backoff */
 extern int ferry_debug_stats; /* counters printed at the end */
+
+/* Something that works but is unsafe or surprising: "ferry: warning: MSG" on stderr by
+ * default, never through the error handler (nbdkit would print "error: warning: ...").
+ */
+void log_set_warning_handler (log_handler warning);
+void log_warning (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 
 #endif /* FERRY_LOG_H */

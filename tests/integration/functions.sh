@@ -263,41 +263,6 @@ while pos < size:
 PY
 }
 
-# --- disk cache helpers (test-cache-*.sh) ---
-
-# double_stat NAME: one counter of the double's GET /stats (e.g. folder_bytes).
-double_stat ()
-{
-  control GET /stats | jq -r ".$1"
-}
-
-# cache_stat FIELD: from the last "cache ...: ..." stats line nbdkit printed to
-# $tmpdir/nbdkit.err (-D ferry.stats=1), the number before FIELD ("fetched", "zeroed").
-cache_stat ()
-{
-  grep 'debug: cache .*: hits' "$tmpdir/nbdkit.err" | tail -n1 |
-    sed -E "s/.*[ ,]$1 ([0-9]+) .*/\1/"
-}
-
-# changed_bytes OFFSET:LENGTH...: bytes of the 64 KiB blocks these writes touch (each
-# block counted once), i.e. what a CBT-aware round must fetch.
-changed_bytes ()
-{
-  local w off len
-  for w in "$@"; do
-    off=${w%:*} len=${w#*:}
-    seq $((off / 65536)) $(((off + len - 1) / 65536))
-  done | sort -un | wc -l | awk '{ print $1 * 65536 }'
-}
-
-# guest_write_random NAME KEY OFFSET LENGTH: write LENGTH random bytes at OFFSET.
-guest_write_random ()
-{
-  head -c "$4" /dev/urandom >"$tmpdir/gw.$$"
-  guest_write "$1" "$2" "$3" "$tmpdir/gw.$$"
-  rm -f "$tmpdir/gw.$$"
-}
-
 # --- HTTP tests against range_server.py (test-http-*.sh) ---
 
 # http_certs: in $tmpdir, a test CA (ca.pem), a server certificate for 127.0.0.1 signed by
@@ -342,3 +307,39 @@ stop_range_server ()
   kill "$SERVER_PID"
   wait "$SERVER_PID" || true
 }
+
+# --- disk cache helpers (test-cache-*.sh) ---
+
+# double_stat NAME: one counter of the double's GET /stats (e.g. folder_bytes).
+double_stat ()
+{
+  control GET /stats | jq -r ".$1"
+}
+
+# cache_stat FIELD: from the last "cache ...: ..." stats line nbdkit printed to
+# $tmpdir/nbdkit.err (-D ferry.stats=1), the number before FIELD ("fetched", "zeroed").
+cache_stat ()
+{
+  grep 'debug: cache .*: hits' "$tmpdir/nbdkit.err" | tail -n1 |
+    sed -E "s/.*[ ,]$1 ([0-9]+) .*/\1/"
+}
+
+# changed_bytes OFFSET:LENGTH...: bytes of the 64 KiB blocks these writes touch (each
+# block counted once), i.e. what a CBT-aware round must fetch.
+changed_bytes ()
+{
+  local w off len
+  for w in "$@"; do
+    off=${w%:*} len=${w#*:}
+    seq $((off / 65536)) $(((off + len - 1) / 65536))
+  done | sort -un | wc -l | awk '{ print $1 * 65536 }'
+}
+
+# guest_write_random NAME KEY OFFSET LENGTH: write LENGTH random bytes at OFFSET.
+guest_write_random ()
+{
+  head -c "$4" /dev/urandom >"$tmpdir/gw.$$"
+  guest_write "$1" "$2" "$3" "$tmpdir/gw.$$"
+  rm -f "$tmpdir/gw.$$"
+}
+
