@@ -342,4 +342,3 @@ guest_write_random ()
   guest_write "$1" "$2" "$3" "$tmpdir/gw.$$"
   rm -f "$tmpdir/gw.$$"
 }
-
