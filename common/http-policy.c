@@ -59,10 +59,13 @@ http_config_defaults (struct http_config *config)
   DEFAULT (low_speed_limit, HTTP_DEFAULT_LOW_SPEED_LIMIT);
   DEFAULT (low_speed_time, HTTP_DEFAULT_LOW_SPEED_TIME);
   DEFAULT (retry_budget_ms, HTTP_DEFAULT_RETRY_BUDGET_MS);
+  DEFAULT (first_contact_budget_ms, HTTP_DEFAULT_FIRST_CONTACT_BUDGET_MS);
   DEFAULT (backoff_ms, HTTP_DEFAULT_BACKOFF_MS);
   DEFAULT (backoff_max_ms, HTTP_DEFAULT_BACKOFF_MAX_MS);
   DEFAULT (max_body, HTTP_DEFAULT_MAX_BODY);
 #undef DEFAULT
+  if (config->first_contact_budget_ms > config->retry_budget_ms)
+    config->first_contact_budget_ms = config->retry_budget_ms;
   if (config->backoff_max_ms < config->backoff_ms)
     config->backoff_max_ms = config->backoff_ms;
 }

@@ -97,6 +97,7 @@ struct http_pool {
 
   pthread_mutex_t reauth_lock;
   struct http_stats stats; /* atomics */
+  bool answered;           /* atomic: the server has answered a request once */
 };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -651,6 +652,7 @@ do_request (struct http_pool *pool, struct request *req)
     CURLcode rc;
     long status = 0, delay;
     curl_off_t pretransfer = 0;
+    struct http_config policy;
     bool short_body = false;
     const char *fatal = NULL;
 
@@ -663,6 +665,8 @@ do_request (struct http_pool *pool, struct request *req)
     curl_easy_getinfo (h->c, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
     __atomic_fetch_add (&pool->stats.requests, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add (&pool->stats.bytes, h->received, __ATOMIC_RELAXED);
+    if (status > 0)
+      __atomic_store_n (&pool->answered, true, __ATOMIC_RELAXED);
     if (ferry_debug_http) {
       if (rc == CURLE_OK)
         snprintf (why, sizeof why, "HTTP %ld", status);
@@ -740,8 +744,11 @@ do_request (struct http_pool *pool, struct request *req)
       return -1;
     }
 
+    policy = pool->config;
+    if (!__atomic_load_n (&pool->answered, __ATOMIC_RELAXED))
+      policy.retry_budget_ms = policy.first_contact_budget_ms;
     delay = http_retry_delay (
-        &pool->config, attempt, (long)((time_monotonic () - t0) * 1000),
+        &policy, attempt, (long)((time_monotonic () - t0) * 1000),
         pretransfer == 0 && is_transport_error (rc) ? CURLE_COULDNT_CONNECT : rc, status,
         short_body, h->retry_after, idempotent, rand_r (&h->seed) / ((double)RAND_MAX + 1));
     if (short_body)

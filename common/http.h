@@ -29,7 +29,10 @@
  * POSTs are retried only when the request cannot have reached the server (connect
  * failures, a failure before the request was sent, 503).  Retries that succeed are debug
  * lines (-D ferry.http=1); only a request that fails for good is an error, which says how
- * many retries and how long it took.
+ * many retries and how long it took.  Until the server has answered once, the budget is
+ * first_contact_budget_ms instead: a wrong host or port, or a server that is down when we
+ * start, is reported in seconds; once it has answered, failures are taken as transient
+ * (a restarting vCenter, a flapping load balancer) and ridden out.
  *
  * Answers to POST are read into memory up to max_body bytes; a larger one fails with a
  * clear error instead of exhausting memory.
@@ -63,10 +66,12 @@ struct http_config {
   long low_speed_limit;     /* a range GET slower than this many bytes/s ... [1024] */
   long low_speed_time;      /* ... for this many seconds is abandoned [30] */
   unsigned retry_budget_ms; /* time one request may take, retries included [300000] */
-  unsigned max_retries;     /* retries after the first attempt; 0: the budget decides */
-  unsigned backoff_ms;      /* first delay, and the floor of every delay [250] */
-  unsigned backoff_max_ms;  /* cap of the exponential backoff [30000] */
-  size_t max_body;          /* largest answer to a POST, bytes [64 MiB] */
+  unsigned
+      first_contact_budget_ms; /* the same, until the server has answered once [10000] */
+  unsigned max_retries;        /* retries after the first attempt; 0: the budget decides */
+  unsigned backoff_ms;         /* first delay, and the floor of every delay [250] */
+  unsigned backoff_max_ms;     /* cap of the exponential backoff [30000] */
+  size_t max_body;             /* largest answer to a POST, bytes [64 MiB] */
   /* Called on 401 to renew the session (must call http_pool_set_cookie); returns 0 on
    * success.  May be NULL.  Called with no pool lock held.
    */
@@ -80,6 +85,7 @@ struct http_config {
 #define HTTP_DEFAULT_LOW_SPEED_LIMIT 1024
 #define HTTP_DEFAULT_LOW_SPEED_TIME 30
 #define HTTP_DEFAULT_RETRY_BUDGET_MS 300000
+#define HTTP_DEFAULT_FIRST_CONTACT_BUDGET_MS 10000
 #define HTTP_DEFAULT_BACKOFF_MS 250
 #define HTTP_DEFAULT_BACKOFF_MAX_MS 30000
 #define HTTP_DEFAULT_MAX_BODY ((size_t)64 << 20)

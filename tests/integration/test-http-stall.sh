@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ferry: common/http.c against servers that stall or ask to wait (range_server.py):
 # a body that stops in the middle is abandoned by the low-speed limit and fetched again on
-# a fresh connection; a server that always stalls, or is stopped (SIGSTOP), fails the
-# request with a clear error in a bounded time; Retry-After is waited for, really; a POST
+# a fresh connection; a server that always stalls, or is stopped (SIGSTOP), or was never
+# there, fails the request with a clear error in a bounded time; Retry-After is waited for, really; a POST
 # answer larger than the limit is refused.
 # shellcheck disable=SC1091
 source tests/integration/functions.sh
@@ -80,6 +80,16 @@ grep -q "POST $URL/disk: .*[Tt]imeout.* (gave up after [1-9][0-9]* retr[a-z]* in
   "$tmpdir/stoppedpost.log" || fail "the POST error does not name the timeout"
 [ $ms -lt 15000 ] || fail "a stopped server held POST for $ms ms"
 stop_range_server
+
+# A port nobody listens on, with the default budgets: the server has never answered, so
+# the short first-contact budget (10 s) applies, not the 5 minutes of a request to a
+# server known to be there.
+URL=https://127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+if fetch refused; then fail "a port nobody listens on served the disk"; fi
+show refused
+grep -q "HEAD $URL/disk: .*[Cc]onnect.* (gave up after [1-9][0-9]* retr[a-z]* in [0-9.]* s)" \
+  "$tmpdir/refused.log" || fail "the error does not name the connection failure"
+[ $ms -ge 9000 ] && [ $ms -lt 20000 ] || fail "a refused connection took $ms ms to report"
 
 # 4. Retry-After: 1 on two answers: the client waits for it (the delay it logs, and the
 # time it takes), instead of its own 10 ms backoff.

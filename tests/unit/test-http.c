@@ -49,16 +49,22 @@ test_defaults (void **state)
   assert_int_equal (c.low_speed_limit, HTTP_DEFAULT_LOW_SPEED_LIMIT);
   assert_int_equal (c.low_speed_time, HTTP_DEFAULT_LOW_SPEED_TIME);
   assert_int_equal (c.retry_budget_ms, HTTP_DEFAULT_RETRY_BUDGET_MS);
+  assert_int_equal (c.first_contact_budget_ms, HTTP_DEFAULT_FIRST_CONTACT_BUDGET_MS);
   assert_int_equal (c.max_retries, 0); /* the budget decides */
   assert_int_equal (c.backoff_ms, 5);
   assert_int_equal (c.backoff_max_ms, HTTP_DEFAULT_BACKOFF_MAX_MS);
   assert_true (c.max_body == HTTP_DEFAULT_MAX_BODY);
   /* Every default is finite: no request can wait for ever. */
   assert_true (c.connect_timeout > 0 && c.control_timeout > 0 && c.low_speed_limit > 0);
-  /* A cap below the first delay is raised to it. */
-  c = (struct http_config){ .backoff_ms = 5000, .backoff_max_ms = 1000 };
+  /* A cap below the first delay is raised to it; the first contact gets no more time
+   * than any request.
+   */
+  c = (struct http_config){ .backoff_ms = 5000,
+                            .backoff_max_ms = 1000,
+                            .retry_budget_ms = 3000 };
   http_config_defaults (&c);
   assert_int_equal (c.backoff_max_ms, 5000);
+  assert_int_equal (c.first_contact_budget_ms, 3000);
 }
 
 static void
