@@ -286,6 +286,16 @@ handle_init (struct http_pool *pool, struct handle *h)
   return http_tls_setup (c, pool->base_url, config, &h->pin);
 }
 
+/* Session cookies are secrets: wiped before they are freed. */
+static void
+free_secret (char *s)
+{
+  if (s) {
+    explicit_bzero (s, strlen (s));
+    free (s);
+  }
+}
+
 static void
 handle_close (struct handle *h)
 {
@@ -293,7 +303,7 @@ handle_close (struct handle *h)
     curl_easy_cleanup (h->c);
   char_vector_reset (&h->url);
   char_vector_reset (&h->body);
-  free (h->set_cookie);
+  free_secret (h->set_cookie);
 }
 
 struct http_pool *
@@ -377,15 +387,6 @@ err_strings:
   free (pool->base_url);
   free (pool);
   return NULL;
-}
-
-static void
-free_secret (char *s)
-{
-  if (s) {
-    explicit_bzero (s, strlen (s));
-    free (s);
-  }
 }
 
 void
@@ -499,7 +500,7 @@ prepare (struct handle *h, const struct request *req)
   h->range_start = h->range_end = -1;
   h->retry_after = -1;
   h->accept_ranges = false;
-  free (h->set_cookie);
+  free_secret (h->set_cookie);
   h->set_cookie = NULL;
 
   curl_easy_setopt (h->c, CURLOPT_HTTPGET, 1L);
@@ -867,6 +868,6 @@ void
 http_response_reset (struct http_response *resp)
 {
   free (resp->body);
-  free (resp->set_cookie);
+  free_secret (resp->set_cookie);
   memset (resp, 0, sizeof *resp);
 }
