@@ -9,7 +9,10 @@
  *     REAUTH   a GET/HEAD answered 401: give the handle back, renew the session once,
  *              borrow again and repeat;
  *     RETRY    http_retry_delay says so: give the handle back, sleep, borrow again;
- *     FAIL     report one error naming the URL, the status and the server's words.
+ *              after a transport failure (reset, stall, timeout) the next attempt opens
+ *              a fresh connection rather than trust a kept-alive one;
+ *     FAIL     report one error naming the URL, the status and the server's words,
+ *              and, when retries ran out, how many there were and for how long.
  *
  * A ranged GET writes the body straight into the caller's buffer; the write callback
  * refuses anything beyond COUNT bytes, and bodies of error answers are kept only up to a
@@ -45,7 +48,6 @@
 #define ERRBODY_MAX 256           /* bytes of an error answer kept for the message */
 #define ERRBODY_SHOWN 200         /* ... of which the message shows at most this */
 #define DISCARD_MAX (1024 * 1024) /* error bodies longer than this abort the transfer */
-#define POST_BODY_MAX (256 << 20) /* largest POST answer accepted */
 
 DEFINE_VECTOR_TYPE (char_vector, char);
 
@@ -74,6 +76,7 @@ struct handle {
   long retry_after;               /* Retry-After seconds, -1 if none */
   bool accept_ranges;
   char *set_cookie;
+  unsigned seed; /* for the backoff's jitter (rand_r) */
 };
 
 struct http_pool {
@@ -90,9 +93,11 @@ struct http_pool {
   size_t nr_free;
   char *cookie;
   unsigned generation;
+  char too_large[64]; /* "the answer is larger than N bytes" */
 
   pthread_mutex_t reauth_lock;
   struct http_stats stats; /* atomics */
+  bool answered;           /* atomic: the server has answered a request once */
 };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -105,6 +110,7 @@ struct request {
   char *buf;
   size_t count;
   uint64_t offset;
+  bool fresh; /* the last attempt failed in transport: reconnect */
   /* METHOD_POST */
   struct curl_slist *headers;
   const char *body;
@@ -220,8 +226,8 @@ write_cb (char *ptr, size_t size, size_t nmemb, void *opaque)
     return 0;
   }
   if (h->buf == NULL) { /* POST */
-    if (h->body.len + n >= POST_BODY_MAX) {
-      h->abort_why = "the answer is too large";
+    if (h->body.len + n > h->pool->config.max_body) {
+      h->abort_why = h->pool->too_large;
       return 0;
     }
     if (char_vector_reserve (&h->body, n + 1) == -1) {
@@ -269,17 +275,25 @@ handle_init (struct http_pool *pool, struct handle *h)
   curl_easy_setopt (c, CURLOPT_BUFFERSIZE, (long)BUFFER_SIZE);
   curl_easy_setopt (c, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt (c, CURLOPT_PROTOCOLS_STR, "https,http");
-  if (config->connect_timeout > 0)
-    curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT, config->connect_timeout);
-  if (config->timeout > 0)
-    curl_easy_setopt (c, CURLOPT_TIMEOUT, config->timeout);
+  curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT, config->connect_timeout);
   curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, write_cb);
   curl_easy_setopt (c, CURLOPT_WRITEDATA, h);
   curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, header_cb);
   curl_easy_setopt (c, CURLOPT_HEADERDATA, h);
   snprintf (h->pin.expected, sizeof h->pin.expected, "%s", pool->pin);
   h->pin.len = pool->pin_len;
+  h->seed = (unsigned)time (NULL) ^ (unsigned)(uintptr_t)h;
   return http_tls_setup (c, pool->base_url, config, &h->pin);
+}
+
+/* Session cookies are secrets: wiped before they are freed. */
+static void
+free_secret (char *s)
+{
+  if (s) {
+    explicit_bzero (s, strlen (s));
+    free (s);
+  }
 }
 
 static void
@@ -289,7 +303,7 @@ handle_close (struct handle *h)
     curl_easy_cleanup (h->c);
   char_vector_reset (&h->url);
   char_vector_reset (&h->body);
-  free (h->set_cookie);
+  free_secret (h->set_cookie);
 }
 
 struct http_pool *
@@ -314,6 +328,9 @@ http_pool_new (const struct http_config *config)
     return NULL;
   }
   pool->config = *config;
+  http_config_defaults (&pool->config);
+  snprintf (pool->too_large, sizeof pool->too_large, "the answer is larger than %zu bytes",
+            pool->config.max_body);
   pool->base_url = strdup (config->base_url);
   pool->cacert = config->cacert ? strdup (config->cacert) : NULL;
   if (pool->base_url == NULL || (config->cacert && pool->cacert == NULL)) {
@@ -351,9 +368,9 @@ http_pool_new (const struct http_config *config)
   }
 
   if (!config->sslverify && pool->pin_len == 0)
-    log_error ("warning: %s: sslverify=false: the server certificate is not verified, "
-               "use cacert= or thumbprint= instead",
-               pool->base_url);
+    log_warning ("%s: sslverify=false: the server certificate is not verified, "
+                 "use cacert= or thumbprint= instead",
+                 pool->base_url);
   return pool;
 
 err_handles:
@@ -370,15 +387,6 @@ err_strings:
   free (pool->base_url);
   free (pool);
   return NULL;
-}
-
-static void
-free_secret (char *s)
-{
-  if (s) {
-    explicit_bzero (s, strlen (s));
-    free (s);
-  }
 }
 
 void
@@ -492,12 +500,23 @@ prepare (struct handle *h, const struct request *req)
   h->range_start = h->range_end = -1;
   h->retry_after = -1;
   h->accept_ranges = false;
-  free (h->set_cookie);
+  free_secret (h->set_cookie);
   h->set_cookie = NULL;
 
   curl_easy_setopt (h->c, CURLOPT_HTTPGET, 1L);
   curl_easy_setopt (h->c, CURLOPT_RANGE, NULL);
   curl_easy_setopt (h->c, CURLOPT_HTTPHEADER, NULL);
+  curl_easy_setopt (h->c, CURLOPT_FRESH_CONNECT, req->fresh ? 1L : 0L);
+  /* Control requests get a deadline; data transfers a deadline and a speed floor, so
+   * that a stall is noticed in low_speed_time seconds whatever the request's size.
+   */
+  curl_easy_setopt (h->c, CURLOPT_TIMEOUT,
+                    req->method == METHOD_GET_RANGE ? pool->config.data_timeout
+                                                    : pool->config.control_timeout);
+  curl_easy_setopt (h->c, CURLOPT_LOW_SPEED_LIMIT,
+                    req->method == METHOD_GET_RANGE ? pool->config.low_speed_limit : 0L);
+  curl_easy_setopt (h->c, CURLOPT_LOW_SPEED_TIME,
+                    req->method == METHOD_GET_RANGE ? pool->config.low_speed_time : 0L);
   switch (req->method) {
     case METHOD_GET_RANGE:
       h->buf = req->buf;
@@ -561,6 +580,26 @@ is_tls_error (CURLcode rc)
   }
 }
 
+/* A transport failure (reset, stall, timeout) rather than a refusal.  When one happens
+ * before the request was sent (connect, TLS handshake, a stalled handshake), the server
+ * cannot have processed it, so it is a connect failure whatever curl calls it: even a POST
+ * may be repeated.
+ */
+static bool
+is_transport_error (CURLcode rc)
+{
+  switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
 /* "GET https://host/path (bytes A-B)" into BUF, for messages. */
 static const char *
 describe (char *buf, size_t len, const struct http_pool *pool, const struct request *req)
@@ -587,8 +626,11 @@ explain (char *buf, size_t len, const struct handle *h, CURLcode rc, long status
     snprintf (buf, len, "%s%s", is_tls_error (rc) ? "TLS: " : "",
               h->errbuf[0] ? h->errbuf : curl_easy_strerror (rc));
   else {
-    /* The first line of the server's answer, if it has one. */
-    const char *body = h->buf ? h->errbody : h->body.ptr ? h->body.ptr : "";
+    /* The first line of the server's answer to a GET, if it has one.  Not of an answer
+     * to a POST: it may echo the request, which may carry a password (Login); the caller
+     * gets the body and shows what it knows to be safe.
+     */
+    const char *body = h->buf ? h->errbody : "";
 
     body_len = (int)strcspn (body, "\r\n");
     if (body_len > ERRBODY_SHOWN)
@@ -610,6 +652,8 @@ do_request (struct http_pool *pool, struct request *req)
   for (;;) {
     CURLcode rc;
     long status = 0, delay;
+    curl_off_t pretransfer = 0;
+    struct http_config policy;
     bool short_body = false;
     const char *fatal = NULL;
 
@@ -619,8 +663,11 @@ do_request (struct http_pool *pool, struct request *req)
     t1 = time_monotonic ();
     rc = curl_easy_perform (h->c);
     curl_easy_getinfo (h->c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo (h->c, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
     __atomic_fetch_add (&pool->stats.requests, 1, __ATOMIC_RELAXED);
     __atomic_fetch_add (&pool->stats.bytes, h->received, __ATOMIC_RELAXED);
+    if (status > 0)
+      __atomic_store_n (&pool->answered, true, __ATOMIC_RELAXED);
     if (ferry_debug_http) {
       if (rc == CURLE_OK)
         snprintf (why, sizeof why, "HTTP %ld", status);
@@ -698,8 +745,13 @@ do_request (struct http_pool *pool, struct request *req)
       return -1;
     }
 
-    delay = http_retry_delay (&pool->config, attempt, rc, status, short_body,
-                              h->retry_after, idempotent);
+    policy = pool->config;
+    if (!__atomic_load_n (&pool->answered, __ATOMIC_RELAXED))
+      policy.retry_budget_ms = policy.first_contact_budget_ms;
+    delay = http_retry_delay (
+        &policy, attempt, (long)((time_monotonic () - t0) * 1000),
+        pretransfer == 0 && is_transport_error (rc) ? CURLE_COULDNT_CONNECT : rc, status,
+        short_body, h->retry_after, idempotent, rand_r (&h->seed) / ((double)RAND_MAX + 1));
     if (short_body)
       snprintf (why, sizeof why, "short body: %zu of %zu bytes", h->got, req->count);
     else
@@ -707,20 +759,33 @@ do_request (struct http_pool *pool, struct request *req)
     if (delay < 0) {
       if (req->method == METHOD_POST && rc == CURLE_OK)
         goto done; /* any answer is an answer */
-      log_error ("%s: %s%s", describe (what, sizeof what, pool, req), why,
-                 attempt ? " (retries exhausted)" : "");
+      if (delay == HTTP_RETRY_EXHAUSTED)
+        log_error ("%s: %s (gave up after %u %s in %.1f s)",
+                   describe (what, sizeof what, pool, req), why, attempt,
+                   attempt == 1 ? "retry" : "retries", time_monotonic () - t0);
+      else
+        log_error ("%s: %s", describe (what, sizeof what, pool, req), why);
       return -1;
     }
+    req->fresh = rc != CURLE_OK;
+    if (h->retry_after >= 0)
+      snprintf (detail, sizeof detail, " (Retry-After: %ld)", h->retry_after);
+    else
+      detail[0] = '\0';
     put_handle (&h);
     attempt++;
     __atomic_fetch_add (&pool->stats.retries, 1, __ATOMIC_RELAXED);
     if (ferry_debug_http)
-      log_debug ("%s: %s: retry %u/%u in %ld ms", describe (what, sizeof what, pool, req),
-                 why, attempt, pool->config.max_retries, delay);
+      log_debug ("%s: %s: retry %u in %ld ms%s%s", describe (what, sizeof what, pool, req),
+                 why, attempt, delay, detail, req->fresh ? " on a fresh connection" : "");
     sleep_ms (delay);
   }
 
 done:
+  if (attempt > 0 && ferry_debug_http)
+    log_debug ("%s: recovered after %u %s in %.3f s",
+               describe (what, sizeof what, pool, req), attempt,
+               attempt == 1 ? "retry" : "retries", time_monotonic () - t0);
   if (req->resp) {
     struct http_response *resp = req->resp;
 
@@ -803,6 +868,6 @@ void
 http_response_reset (struct http_response *resp)
 {
   free (resp->body);
-  free (resp->set_cookie);
+  free_secret (resp->set_cookie);
   memset (resp, 0, sizeof *resp);
 }

@@ -87,3 +87,27 @@ log_debug (const char *fs, ...)
   vlog (debug_handler, fs, args);
   va_end (args);
 }
+
+static void
+stderr_warning (const char *msg)
+{
+  fprintf (stderr, "ferry: warning: %s\n", msg);
+}
+
+static log_handler warning_handler = stderr_warning;
+
+void
+log_set_warning_handler (log_handler warning)
+{
+  warning_handler = warning ? warning : stderr_warning;
+}
+
+void
+log_warning (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  vlog (warning_handler, fs, args);
+  va_end (args);
+}

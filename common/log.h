@@ -3,7 +3,9 @@
  * Library code reports an error once, where it happens, with log_error(), and returns
  * -1/NULL.  Where the message goes is the caller's choice: the nbdkit plugin routes errors
  * to nbdkit_error and debug lines to nbdkit_debug; the CLIs print "ferry: ..." to stderr
- * (the default).
+ * (the default).  A warning (something works but is unsafe, e.g. sslverify=false) is
+ * neither: it goes to its own handler, by default "ferry: warning: ..." on stderr, which
+ * is where nbdkit's own messages go too.
  *
  * THREAD MODEL: the handlers are set once at start-up, before any thread exists; the log
  * functions may then be called from any thread.
@@ -29,5 +31,11 @@ void log_info (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 extern int ferry_debug_soap;  /* every SOAP call with its timing */
 extern int ferry_debug_http;  /* every HTTP request, retry and backoff */
 extern int ferry_debug_stats; /* counters printed at the end */
+
+/* Something that works but is unsafe or surprising: "ferry: warning: MSG" on stderr by
+ * default, never through the error handler (nbdkit would print "error: warning: ...").
+ */
+void log_set_warning_handler (log_handler warning);
+void log_warning (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 
 #endif /* FERRY_LOG_H */

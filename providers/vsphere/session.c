@@ -7,6 +7,7 @@
  * THREAD MODEL: vs_relogin holds login_lock and compares the pool's session generation, so
  * concurrent callers that saw the same expired session cause a single Login.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,27 @@ vs_relogin (struct vs_session *s, unsigned generation)
   return vs_login (s);
 }
 
+/* FERRY_HTTP_BACKOFF_MS: the first retry delay when the caller did not choose one, so that
+ * tests of many injected faults run in seconds without a parameter of their own.
+ */
+static unsigned
+backoff_from_env (void)
+{
+  const char *env = getenv ("FERRY_HTTP_BACKOFF_MS");
+  char *end;
+  unsigned long ms;
+
+  if (env == NULL || *env == '\0')
+    return 0;
+  errno = 0;
+  ms = strtoul (env, &end, 10);
+  if (errno || *end || ms == 0 || ms > 60000) {
+    log_error ("FERRY_HTTP_BACKOFF_MS=%s: want milliseconds, 1 to 60000; ignored", env);
+    return 0;
+  }
+  return ms;
+}
+
 struct vs_session *
 vs_open (const struct vs_config *config)
 {
@@ -133,10 +155,12 @@ vs_open (const struct vs_config *config)
     .thumbprint = config->thumbprint,
     .sslverify = config->sslverify,
     .connections = config->connections ? config->connections : 4,
-    .connect_timeout = 30,
-    .timeout = 2000, /* vCenter can be slow (virt-v2v uses 2000 s too) */
-    .max_retries = 5,
-    .backoff_ms = 250,
+    .connect_timeout = config->connect_timeout,
+    .control_timeout = config->control_timeout,
+    .data_timeout = config->data_timeout,
+    .low_speed_time = config->low_speed_time,
+    .retry_budget_ms = config->retry_budget_s * 1000,
+    .backoff_ms = config->backoff_ms ? config->backoff_ms : backoff_from_env (),
     .reauth = reauth_cb,
     .reauth_opaque = s,
   };

@@ -5,6 +5,13 @@
  * says NotAuthenticated (idle expiry, server restart) the session logs in again once and
  * the call is repeated, so callers never see an expired session.
  *
+ * Secrets: the Login envelope carries the password, so every envelope is wiped before it is
+ * freed (they are small; it costs nothing to wipe them all), curl is given the buffer
+ * itself (CURLOPT_POSTFIELDS, no copy of ours), and the answer to Login is wiped too and
+ * never shown: a server or proxy that echoes the request in a fault or an error page
+ * would otherwise print the password in our error message.  XXX libcurl may keep the
+ * request in its own send buffer, which it frees without wiping.
+ *
  * THREAD MODEL: soap_call may run on many threads at once; only re-login is serialised
  * (login_lock) and it uses the pool's session generation so that N threads failing at once
  * cause one Login, not N.
@@ -75,18 +82,70 @@ fault_type (xmlNode *fault)
   return xml_child_text (fault, "faultcode");
 }
 
+/* SAX hook for <!DOCTYPE ...>: libxml2 calls it as soon as the declaration's name and
+ * external id are read, before any of its internal subset (entity declarations) is parsed.
+ */
+static void
+refuse_doctype (void *opaque, const xmlChar *name, const xmlChar *external_id,
+                const xmlChar *system_id)
+{
+  xmlParserCtxt *ctxt = opaque;
+
+  (void)name;
+  (void)external_id;
+  (void)system_id;
+  *(bool *)ctxt->_private = true;
+  xmlStopParser (ctxt);
+}
+
+/* Parse BODY as XML without any DTD processing.  SOAP forbids a DOCTYPE (SOAP 1.1 s. 3),
+ * and none of vCenter's answers has one; one in an answer can only be an attack on the
+ * parser (entity expansion, "billion laughs", external entities reading local files), so
+ * the parse stops at the declaration: no entity is ever declared, expanded or loaded
+ * (XML_PARSE_NONET, and neither XML_PARSE_NOENT nor XML_PARSE_DTDLOAD).
+ */
+static xmlDoc *
+parse_xml (const char *body, size_t len, bool *doctype)
+{
+  xmlParserCtxt *ctxt = xmlNewParserCtxt ();
+  xmlDoc *doc;
+
+  *doctype = false;
+  if (ctxt == NULL)
+    return NULL;
+  ctxt->_private = doctype;
+  ctxt->sax->internalSubset = refuse_doctype;
+  doc = xmlCtxtReadMemory (ctxt, body, len, "soap.xml", NULL,
+                           XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
+                               XML_PARSE_NOWARNING);
+  xmlFreeParserCtxt (ctxt);
+  if (doc && (*doctype || doc->intSubset || doc->extSubset)) {
+    *doctype = true;
+    xmlFreeDoc (doc);
+    doc = NULL;
+  }
+  return doc;
+}
+
 int
 soap_parse (const char *body, size_t len, long status, xmlDoc **docp, xmlNode **ret,
             struct vs_fault *fault)
 {
   xmlDoc *doc;
   xmlNode *root, *bodyn, *first;
+  bool doctype;
 
   *docp = NULL;
   *ret = NULL;
-  doc = xmlReadMemory (body, len, "soap.xml", NULL,
-                       XML_PARSE_NONET | XML_PARSE_NOBLANKS | XML_PARSE_NOERROR |
-                           XML_PARSE_NOWARNING);
+  doc = body ? parse_xml (body, len, &doctype) : NULL;
+  if (doc == NULL && body && doctype) {
+    fault->type = strdup ("InvalidResponse");
+    if (asprintf (&fault->message,
+                  "HTTP %ld: the answer has a DOCTYPE, refused (no DTD is processed)",
+                  status) == -1)
+      fault->message = NULL;
+    return -1;
+  }
   if (doc == NULL) {
     fault->type = strdup ("InvalidResponse");
     if (asprintf (&fault->message, "HTTP %ld, not a SOAP answer: %.200s", status,
@@ -115,6 +174,46 @@ soap_parse (const char *body, size_t len, long status, xmlDoc **docp, xmlNode **
   return 0;
 }
 
+static bool
+contains (const char *haystack, const char *needle)
+{
+  return haystack && needle && needle[0] && strstr (haystack, needle) != NULL;
+}
+
+/* The answer to Login may echo the request: keep the fault's type (unless it holds the
+ * password), drop its message when it holds the password, the request (raw or escaped),
+ * or an excerpt of a body that is not SOAP.
+ */
+static void
+redact_login_fault (const struct vs_session *s, long status, struct vs_fault *fault)
+{
+  CLEANUP_FREE char *escaped = xml_escape (s->password);
+  bool invalid = fault->type && strcmp (fault->type, "InvalidResponse") == 0;
+  char *msg = NULL;
+
+  if (contains (fault->type, s->password) || contains (fault->type, escaped) ||
+      (fault->type && strchr (fault->type, '<'))) {
+    free (fault->type);
+    fault->type = strdup ("fault");
+  }
+  if (fault->message &&
+      (invalid || escaped == NULL || contains (fault->message, s->password) ||
+       contains (fault->message, escaped) || contains (fault->message, "password>") ||
+       contains (fault->message, "password&gt;"))) {
+    if (asprintf (&msg,
+                  invalid
+                      ? "HTTP %ld, not a SOAP answer (not shown: it may echo the password)"
+                      : "the server's message is not shown: it echoes the password",
+                  status) == -1)
+      msg = NULL;
+    explicit_bzero (fault->message, strlen (fault->message));
+    free (fault->message);
+    fault->message = msg;
+  }
+  if (escaped)
+    explicit_bzero (escaped, strlen (escaped));
+}
+
 /* One POST and parse, no re-login.  Returns 0, -1 on a SOAP fault (in *FAULT), or -2 on a
  * transport error (already reported).
  */
@@ -127,6 +226,7 @@ soap_call_once (struct vs_session *s, const char *ctx, const char *method,
   const char *headers[] = { "Content-Type: text/xml; charset=\"utf-8\"", action, NULL };
   struct http_response resp = { 0 };
   double start = time_monotonic ();
+  bool secret = strcmp (method, "Login") == 0;
   int r;
 
   snprintf (action, sizeof action, "SOAPAction: \"%s\"", s->soap_action);
@@ -137,8 +237,10 @@ soap_call_once (struct vs_session *s, const char *ctx, const char *method,
     return -2;
   }
   r = soap_parse (resp.body, resp.len, resp.status, doc, ret, fault);
+  if (secret && r == -1)
+    redact_login_fault (s, resp.status, fault);
   /* The session cookie comes with the answer to Login. */
-  if (r == 0 && resp.set_cookie && strcmp (method, "Login") == 0) {
+  if (r == 0 && resp.set_cookie && secret) {
     http_pool_set_cookie (s->pool, resp.set_cookie);
     s->logged_in = true;
   }
@@ -146,8 +248,20 @@ soap_call_once (struct vs_session *s, const char *ctx, const char *method,
     log_debug ("soap: %s %s: HTTP %ld %s%s in %.3fs", ctx, method, resp.status,
                r == 0 ? "ok" : "fault ", r == 0 ? "" : (fault->type ? fault->type : "?"),
                time_monotonic () - start);
+  if (secret && resp.body)
+    explicit_bzero (resp.body, resp.len);
   http_response_reset (&resp);
   return r;
+}
+
+/* The envelope may hold the password (Login): wiped before it is freed. */
+static void
+free_envelope (char **envelope)
+{
+  if (*envelope) {
+    explicit_bzero (*envelope, strlen (*envelope));
+    free (*envelope);
+  }
 }
 
 int
@@ -155,7 +269,8 @@ soap_call (struct vs_session *s, const char *ctx, const char *method, const char
            const char *this_ref, const char *args, bool idempotent, xmlDoc **doc,
            xmlNode **ret, struct vs_fault *fault)
 {
-  CLEANUP_FREE char *envelope = soap_envelope (method, this_type, this_ref, args);
+  __attribute__ ((cleanup (free_envelope))) char *envelope =
+      soap_envelope (method, this_type, this_ref, args);
   struct vs_fault local = { 0 };
   struct vs_fault *f = fault ? fault : &local;
   bool may_relogin =

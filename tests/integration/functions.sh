@@ -263,6 +263,51 @@ while pos < size:
 PY
 }
 
+# --- HTTP tests against range_server.py (test-http-*.sh) ---
+
+# http_certs: in $tmpdir, a test CA (ca.pem), a server certificate for 127.0.0.1 signed by
+# it (server.pem/server.key), and the SHA-1/SHA-256 fingerprints in $sha1 and $sha256.
+http_certs ()
+{
+  (
+    cd "$tmpdir" || exit
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry test CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+      -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.pem 2>/dev/null
+  )
+  sha1=$(openssl x509 -in "$tmpdir/server.pem" -noout -fingerprint -sha1 | sed 's/.*=//')
+  sha256=$(openssl x509 -in "$tmpdir/server.pem" -noout -fingerprint -sha256 | sed 's/.*=//')
+  export sha1 sha256
+}
+
+# start_range_server NAME [range_server flags]: serve $tmpdir/disk; sets URL and
+# SERVER_PID.  Its stdout/stderr go to $tmpdir/NAME.out/.err.  Needs http_certs first
+# (CERT/KEY override the certificate).
+start_range_server ()
+{
+  local name=$1
+  shift
+  /usr/bin/python3 "$top/tests/integration/range_server.py" \
+    --cert "${CERT:-$tmpdir/server.pem}" --key "${KEY:-$tmpdir/server.key}" \
+    --file "$tmpdir/disk" --port-file "$tmpdir/$name.port" "$@" \
+    >"$tmpdir/$name.out" 2>"$tmpdir/$name.err" &
+  SERVER_PID=$!
+  cleanup_fn "kill -CONT $SERVER_PID 2>/dev/null; kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null"
+  timeout=20 wait_for test -s "$tmpdir/$name.port"
+  URL=https://127.0.0.1:$(cat "$tmpdir/$name.port")
+}
+
+stop_range_server ()
+{
+  kill -CONT "$SERVER_PID" 2>/dev/null || true
+  kill "$SERVER_PID"
+  wait "$SERVER_PID" || true
+}
+
 # --- disk cache helpers (test-cache-*.sh) ---
 
 # double_stat NAME: one counter of the double's GET /stats (e.g. folder_bytes).

@@ -88,7 +88,9 @@ usage (int status)
       status ? stderr : stdout,
       "usage: http-fetch [--cacert F] [--thumbprint T] [--no-verify] [--connections N]\n"
       "                  [--cookie C] [--reauth-cookie C] [--max-retries N]\n"
-      "                  [--backoff-ms MS] [--no-head] [--debug] [--post BODY]\n"
+      "                  [--backoff-ms MS] [--budget-ms MS] [--connect-timeout S]\n"
+      "                  [--control-timeout S] [--low-speed-time S] [--max-body N]\n"
+      "                  [--no-head] [--debug] [--post BODY]\n"
       "                  URL-BASE PATH SIZE OUT\n");
   exit (status);
 }
@@ -105,6 +107,11 @@ main (int argc, char *argv[])
     OPT_REAUTH,
     OPT_RETRIES,
     OPT_BACKOFF,
+    OPT_BUDGET,
+    OPT_CONNECT_TIMEOUT,
+    OPT_CONTROL_TIMEOUT,
+    OPT_LOW_SPEED_TIME,
+    OPT_MAX_BODY,
     OPT_NOHEAD,
     OPT_DEBUG,
     OPT_POST,
@@ -119,6 +126,11 @@ main (int argc, char *argv[])
     { "reauth-cookie", required_argument, NULL, OPT_REAUTH },
     { "max-retries", required_argument, NULL, OPT_RETRIES },
     { "backoff-ms", required_argument, NULL, OPT_BACKOFF },
+    { "budget-ms", required_argument, NULL, OPT_BUDGET },
+    { "connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT },
+    { "control-timeout", required_argument, NULL, OPT_CONTROL_TIMEOUT },
+    { "low-speed-time", required_argument, NULL, OPT_LOW_SPEED_TIME },
+    { "max-body", required_argument, NULL, OPT_MAX_BODY },
     { "no-head", no_argument, NULL, OPT_NOHEAD },
     { "debug", no_argument, NULL, OPT_DEBUG },
     { "post", required_argument, NULL, OPT_POST },
@@ -129,8 +141,8 @@ main (int argc, char *argv[])
     .sslverify = true,
     .connections = 4,
     .connect_timeout = 10,
-    .timeout = 60,
-    .max_retries = 5,
+    .control_timeout = 60,
+    .data_timeout = 60,
     .backoff_ms = 10,
   };
   const char *cookie = NULL;
@@ -167,6 +179,21 @@ main (int argc, char *argv[])
         break;
       case OPT_BACKOFF:
         config.backoff_ms = atoi (optarg);
+        break;
+      case OPT_BUDGET:
+        config.retry_budget_ms = atoi (optarg);
+        break;
+      case OPT_CONNECT_TIMEOUT:
+        config.connect_timeout = atoi (optarg);
+        break;
+      case OPT_CONTROL_TIMEOUT:
+        config.control_timeout = atoi (optarg);
+        break;
+      case OPT_LOW_SPEED_TIME:
+        config.low_speed_time = atoi (optarg);
+        break;
+      case OPT_MAX_BODY:
+        config.max_body = strtoull (optarg, NULL, 10);
         break;
       case OPT_NOHEAD:
         head = false;

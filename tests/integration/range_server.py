@@ -13,12 +13,26 @@ once listening.  Faults, counted over all connections, in this order:
                       then reset the connection
     --short N         for the next N range GETs, a consistent but short 206
                       (Content-Length agrees with the body, too few bytes)
+    --stall N         for the next N range GETs, send the headers and half the body,
+                      then stop sending (the connection stays open, silent)
+    --retry-after S   the Retry-After of the 503 answers (default 0)
+    --echo-503        a 503 answer to a POST echoes the request in its first line
     --require-cookie NAME=VALUE   answer 401 unless the request carries this cookie
+
+POST (a stand-in for /sdk) echoes the body with a session cookie, or answers a SOAP
+fault when the body says "fault".  Other POST behaviours:
+
+    --post-size N     answer every POST with N bytes (a body larger than a client accepts)
+    --soap MODE       a minimal vSphere: RetrieveServiceContent is answered, Login is
+                      answered with the request echoed back, as a SOAP fault's
+                      faultstring (MODE echo-fault) or as a 200 that is not XML
+                      (MODE echo-raw), the way a broken proxy or server might
 
 Counts of what it did are printed to stdout at exit ("faults: 503=N reset=N ...").
 """
 
 import argparse
+import html
 import os
 import signal
 import socket
@@ -35,7 +49,8 @@ class State:
         self.requests = 0
         self.gets = 0
         self.args = args
-        self.counts = {"503": 0, "reset": 0, "truncate": 0, "short": 0, "401": 0}
+        self.counts = {"503": 0, "reset": 0, "truncate": 0, "short": 0, "stall": 0,
+                       "401": 0}
 
     def next_request(self):
         with self.lock:
@@ -99,14 +114,41 @@ class Handler(BaseHTTPRequestHandler):
             return
         if n <= state.args.reset + state.args.fail_503:
             state.count("503")
-            self.send_text(503, "Service Unavailable: fault injected\n",
-                           [("Retry-After", "0")])
+            echo = " " + body.decode() if state.args.echo_503 else ""
+            self.send_text(503, "Service Unavailable: fault injected%s\n" % echo,
+                           [("Retry-After", str(state.args.retry_after))])
+            return
+        if state.args.post_size:
+            self.send_text(200, "x" * state.args.post_size)
+            return
+        if state.args.soap:
+            self.soap(body)
             return
         if b"fault" in body:
             self.send_text(500, "<Fault>InvalidArgument</Fault>\n")
             return
         self.send_text(200, "echo:" + body.decode(),
                        [("Set-Cookie", "vmware_soap_session=abc; Path=/; HttpOnly")])
+
+    def soap(self, body):
+        if b"RetrieveServiceContent" in body:
+            self.send_text(200, SERVICE_CONTENT)
+            return
+        if self.server.state.args.soap == "echo-raw":
+            self.send_text(200, "echo:" + body.decode())
+            return
+        echoed = html.escape(body.decode(), quote=False)
+        self.send_text(500, SOAP_FAULT % echoed)
+
+    def stall(self):
+        """Say nothing more, without closing: wait until the client gives up."""
+        try:
+            self.connection.settimeout(600)
+            while self.connection.recv(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        self.close_connection = True
 
     def serve(self):
         state = self.server.state
@@ -120,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
         if n <= args.reset + args.fail_503:
             state.count("503")
             self.send_text(503, "Service Unavailable: fault injected\n",
-                           [("Retry-After", "0")])
+                           [("Retry-After", str(args.retry_after))])
             return
         if args.require_cookie:
             cookies = [c.strip() for c in self.headers.get("Cookie", "").split(";")]
@@ -169,12 +211,44 @@ class Handler(BaseHTTPRequestHandler):
         if g <= args.truncate + args.short:
             state.count("short")
             data = data[: length // 2]
+        elif g <= args.truncate + args.short + args.stall:
+            state.count("stall")
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
+            self.wfile.write(data[: length // 2])
+            self.wfile.flush()
+            self.stall()
+            return
         self.send_response(206)
         self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+SERVICE_CONTENT = """<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/">
+<soapenv:Body><RetrieveServiceContentResponse xmlns="urn:vim25"><returnval>
+<rootFolder type="Folder">group-d1</rootFolder>
+<propertyCollector type="PropertyCollector">propertyCollector</propertyCollector>
+<viewManager type="ViewManager">ViewManager</viewManager>
+<about><apiType>VirtualCenter</apiType><apiVersion>7.0.3.0</apiVersion></about>
+<sessionManager type="SessionManager">SessionManager</sessionManager>
+<searchIndex type="SearchIndex">SearchIndex</searchIndex>
+</returnval></RetrieveServiceContentResponse></soapenv:Body></soapenv:Envelope>
+"""
+
+SOAP_FAULT = """<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
+ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<soapenv:Body><soapenv:Fault><faultcode>ServerFaultCode</faultcode>
+<faultstring>Cannot parse the request: %s</faultstring>
+<detail><InvalidRequestFault xmlns="urn:vim25" xsi:type="InvalidRequest"/></detail>
+</soapenv:Fault></soapenv:Body></soapenv:Envelope>
+"""
 
 
 class Server(ThreadingHTTPServer):
@@ -211,6 +285,11 @@ def main():
     p.add_argument("--reset", type=int, default=0)
     p.add_argument("--truncate", type=int, default=0)
     p.add_argument("--short", type=int, default=0)
+    p.add_argument("--stall", type=int, default=0)
+    p.add_argument("--retry-after", type=int, default=0)
+    p.add_argument("--echo-503", action="store_true")
+    p.add_argument("--post-size", type=int, default=0)
+    p.add_argument("--soap", choices=["echo-fault", "echo-raw"])
     p.add_argument("--require-cookie")
     args = p.parse_args()
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ferry: common/http.c end to end against a local HTTPS server (range_server.py):
-# TLS verification with a CA, thumbprint pinning (SHA-1, SHA-256, wrong), sslverify=false,
+# TLS verification with a CA (chain and host name), thumbprint pinning (SHA-1, SHA-256,
+# wrong), sslverify=false (a warning, not an error),
 # parallel ranged GETs, retries on 503/reset/truncated/short bodies, and 401 -> reauth.
 # shellcheck disable=SC1091
 source tests/integration/functions.sh
@@ -10,45 +11,26 @@ requires openssl cmp /usr/bin/python3
 fetch=$top/tests/integration/http-fetch
 [ -x "$fetch" ] || skip "$fetch is not built (make tests/integration/http-fetch)"
 
-# A CA and a server certificate for 127.0.0.1 signed by it; another CA nobody uses.
+# A CA and a server certificate for 127.0.0.1 signed by it (http_certs); another CA nobody
+# uses; a certificate from the test CA for another host name.
+http_certs
 cd "$tmpdir"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry test CA" \
-  -keyout ca.key -out ca.pem 2>/dev/null
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other CA" \
   -keyout other.key -out other.pem 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-  -keyout server.key -out server.csr 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-  -extfile server.ext -out server.pem 2>/dev/null
-sha1=$(openssl x509 -in server.pem -noout -fingerprint -sha1 | sed 's/.*=//')
-sha256=$(openssl x509 -in server.pem -noout -fingerprint -sha256 | sed 's/.*=//')
+openssl req -newkey rsa:2048 -nodes -subj "/CN=elsewhere.example" \
+  -keyout elsewhere.key -out elsewhere.csr 2>/dev/null
+printf 'subjectAltName=DNS:elsewhere.example,IP:192.0.2.7\nbasicConstraints=CA:FALSE\n' \
+  >elsewhere.ext
+openssl x509 -req -in elsewhere.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+  -extfile elsewhere.ext -out elsewhere.pem 2>/dev/null
 cd "$top"
 
 # 5 MiB + a bit, so the last chunk is partial and 4 threads all work.
 size=$((5 * 1024 * 1024 + 12345))
 head -c $size /dev/urandom >"$tmpdir/disk"
 
-# start_server NAME [range_server flags]: sets URL and SERVER_PID.
-start_server ()
-{
-  local name=$1
-  shift
-  /usr/bin/python3 "$top/tests/integration/range_server.py" \
-    --cert "$tmpdir/server.pem" --key "$tmpdir/server.key" --file "$tmpdir/disk" \
-    --port-file "$tmpdir/$name.port" "$@" \
-    >"$tmpdir/$name.out" 2>"$tmpdir/$name.err" &
-  SERVER_PID=$!
-  cleanup_fn "kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null"
-  timeout=20 wait_for test -s "$tmpdir/$name.port"
-  URL=https://127.0.0.1:$(cat "$tmpdir/$name.port")
-}
-
-stop_server ()
-{
-  kill "$SERVER_PID"
-  wait "$SERVER_PID" || true
-}
+start_server () { start_range_server "$@"; }
+stop_server () { stop_range_server; }
 
 # fetch NAME [http-fetch flags]: copy /disk into $tmpdir/NAME.img, output in NAME.log.
 fetch ()
@@ -103,11 +85,12 @@ grep -q "$URL" "$tmpdir/wrong.log" || fail "the error does not name the server"
 if fetch garbage --thumbprint "AB:CD"; then fail "a garbage thumbprint was accepted"; fi
 grep -q 'thumbprint=AB:CD' "$tmpdir/garbage.log" || { show garbage; fail "no message"; }
 
-# --no-verify: works, and warns once.
+# --no-verify: works, and warns once, as a warning (not as an error).
 fetch noverify --no-verify || { show noverify; fail "--no-verify failed"; }
 cmp "$tmpdir/disk" "$tmpdir/noverify.img"
-[ "$(grep -c 'warning: .*sslverify=false' "$tmpdir/noverify.log")" = 1 ] ||
+[ "$(grep -c '^ferry: warning: .*sslverify=false' "$tmpdir/noverify.log")" = 1 ] ||
   { show noverify; fail "--no-verify did not warn exactly once"; }
+if grep -q 'error' "$tmpdir/noverify.log"; then show noverify; fail "the warning is an error"; fi
 
 # A missing file: the error names the URL and the status and the server's words.
 URL_SAVED=$URL
@@ -121,6 +104,26 @@ grep -q "GET $URL_SAVED/nothing (bytes 0-9): HTTP 404: Not Found: no such file" 
 if grep -q secret "$tmpdir/404.log"; then fail "the query string was logged"; fi
 stop_server
 
+# A certificate signed by the trusted CA, but for another host name: refused (host-name
+# verification is on whenever the chain is verified), with a message naming the mismatch.
+CERT=$tmpdir/elsewhere.pem KEY=$tmpdir/elsewhere.key start_server elsewhere
+if fetch elsewhere --cacert "$tmpdir/ca.pem"; then
+  show elsewhere
+  fail "a certificate for another host name was accepted"
+fi
+show elsewhere
+grep -q "HEAD $URL/disk: TLS: .*\(subject name\|does not match\).*'127.0.0.1'" \
+  "$tmpdir/elsewhere.log" || fail "the error does not name the host-name mismatch"
+[ ! -s "$tmpdir/elsewhere.img" ] || ! cmp -s "$tmpdir/disk" "$tmpdir/elsewhere.img" ||
+  fail "data was read from a server with another host name"
+# Pinning that certificate's own thumbprint is the explicit way to trust it.
+elsewhere_sha256=$(openssl x509 -in "$tmpdir/elsewhere.pem" -noout -fingerprint -sha256 |
+  sed 's/.*=//')
+fetch elsewherepin --thumbprint "$elsewhere_sha256" ||
+  { show elsewherepin; fail "the pinned thumbprint of the other certificate"; }
+cmp "$tmpdir/disk" "$tmpdir/elsewherepin.img"
+stop_server
+
 # Faults: every one is retried and the copy is still identical.
 for fault in "--fail-503 6" "--reset 5" "--truncate 4" "--short 3"; do
   name=fault-$(echo "$fault" | tr -d ' -')
@@ -132,7 +135,11 @@ for fault in "--fail-503 6" "--reset 5" "--truncate 4" "--short 3"; do
   n=${fault##* }
   grep -q "^requests=.* retries=$n " "$tmpdir/$name.log" ||
     { show "$name"; fail "$fault: expected $n retries"; }
-  grep -q 'retry 1/5' "$tmpdir/$name.log" || { show "$name"; fail "retries not logged"; }
+  grep -q 'retry 1 in' "$tmpdir/$name.log" || { show "$name"; fail "retries not logged"; }
+  if grep -q 'error' "$tmpdir/$name.log"; then
+    show "$name"
+    fail "$fault: a recovered failure was logged as an error"
+  fi
   stop_server
 done
 
@@ -168,7 +175,7 @@ if fetch exhausted --cacert "$tmpdir/ca.pem" --no-head --max-retries 2 --connect
   fail "fetch succeeded through 100 503s"
 fi
 show exhausted
-grep -q "HTTP 503: Service Unavailable: fault injected (retries exhausted)" \
+grep -q "HTTP 503: Service Unavailable: fault injected (gave up after 2 retries in [0-9.]* s)" \
   "$tmpdir/exhausted.log" || fail "bad message after exhausted retries"
 stop_server
 

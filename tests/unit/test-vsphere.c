@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -242,6 +243,105 @@ test_export_names_and_merge (void **state)
   extent_vector_reset (&v);
 }
 
+/* An answer with a DOCTYPE is refused before any entity is declared, expanded or loaded,
+ * whatever the DOCTYPE holds, and the refusal says why.
+ */
+#define ENVELOPE_OPEN                                                                      \
+  "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\">"         \
+  "<soapenv:Body>"
+#define ENVELOPE_CLOSE "</soapenv:Body></soapenv:Envelope>"
+
+static void
+check_doctype_refused (const char *answer)
+{
+  xmlDoc *doc = (xmlDoc *)1;
+  xmlNode *ret = (xmlNode *)1;
+  struct vs_fault fault = { 0 };
+
+  assert_int_equal (soap_parse (answer, strlen (answer), 200, &doc, &ret, &fault), -1);
+  assert_null (doc);
+  assert_null (ret);
+  assert_string_equal (fault.type, "InvalidResponse");
+  assert_non_null (strstr (fault.message, "DOCTYPE"));
+  vs_fault_reset (&fault);
+}
+
+static void
+test_doctype_refused (void **state)
+{
+  char marker_file[] = "/tmp/ferry-xxe.XXXXXX", *xxe = NULL;
+  int fd;
+
+  (void)state;
+  /* Billion laughs: 10^9 "lol"s if expanded. */
+  check_doctype_refused (
+      "<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\">"
+      "<!ENTITY lol1 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">"
+      "<!ENTITY lol2 \"&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;\">"
+      "<!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">"
+      "<!ENTITY lol4 \"&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;\">"
+      "<!ENTITY lol5 \"&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;\">"
+      "<!ENTITY lol6 \"&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;\">"
+      "<!ENTITY lol7 \"&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;\">"
+      "<!ENTITY lol8 \"&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;\">"
+      "<!ENTITY lol9 "
+      "\"&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;\">]>" ENVELOPE_OPEN
+      "<soapenv:Fault><faultcode>x</faultcode><faultstring>&lol9;</faultstring>"
+      "</soapenv:Fault>" ENVELOPE_CLOSE);
+
+  /* An external entity that would read a local file into the answer. */
+  fd = mkstemp (marker_file);
+  assert_true (fd >= 0);
+  assert_int_equal (write (fd, "XXE-MARKER", 10), 10);
+  close (fd);
+  assert_true (asprintf (&xxe,
+                         "<?xml version=\"1.0\"?><!DOCTYPE e [<!ENTITY x SYSTEM "
+                         "\"file://%s\">]>" ENVELOPE_OPEN
+                         "<RetrieveServiceContentResponse xmlns=\"urn:vim25\"><returnval>"
+                         "<rootFolder>&x;</rootFolder></returnval>"
+                         "</RetrieveServiceContentResponse>" ENVELOPE_CLOSE,
+                         marker_file) > 0);
+  check_doctype_refused (xxe);
+  free (xxe);
+  unlink (marker_file);
+
+  /* A DOCTYPE with an external DTD only (never fetched), after a comment. */
+  check_doctype_refused ("<?xml version=\"1.0\"?><!-- hello --><!DOCTYPE soapenv:Envelope "
+                         "SYSTEM \"http://127.0.0.1:9/x.dtd\">" ENVELOPE_OPEN
+                         "<LogoutResponse xmlns=\"urn:vim25\"/>" ENVELOPE_CLOSE);
+  /* An empty internal subset is a DOCTYPE all the same. */
+  check_doctype_refused ("<!DOCTYPE a []>" ENVELOPE_OPEN
+                         "<LogoutResponse/>" ENVELOPE_CLOSE);
+}
+
+/* "<!DOCTYPE" as data (CDATA, escaped text) is just text; an entity never declared is an
+ * error, not an empty string.
+ */
+static void
+test_doctype_as_text_and_undeclared_entity (void **state)
+{
+  const char *cdata = ENVELOPE_OPEN
+      "<soapenv:Fault><faultcode>x</faultcode>"
+      "<faultstring><![CDATA[<!DOCTYPE a []>]]> &lt;!DOCTYPE b&gt;</faultstring>"
+      "</soapenv:Fault>" ENVELOPE_CLOSE;
+  const char *undeclared = ENVELOPE_OPEN "<soapenv:Fault><faultcode>x</faultcode>"
+                                         "<faultstring>&undeclared;</faultstring>"
+                                         "</soapenv:Fault>" ENVELOPE_CLOSE;
+  xmlDoc *doc;
+  xmlNode *ret;
+  struct vs_fault fault = { 0 };
+
+  (void)state;
+  assert_int_equal (soap_parse (cdata, strlen (cdata), 500, &doc, &ret, &fault), -1);
+  assert_string_equal (fault.message, "<!DOCTYPE a []> <!DOCTYPE b>");
+  vs_fault_reset (&fault);
+  assert_int_equal (soap_parse (undeclared, strlen (undeclared), 500, &doc, &ret, &fault),
+                    -1);
+  assert_string_equal (fault.type, "InvalidResponse");
+  assert_null (strstr (fault.message, "DOCTYPE"));
+  vs_fault_reset (&fault);
+}
+
 int
 main (void)
 {
@@ -255,6 +355,8 @@ main (void)
     cmocka_unit_test (test_change_id),
     cmocka_unit_test (test_file_name_and_url),
     cmocka_unit_test (test_export_names_and_merge),
+    cmocka_unit_test (test_doctype_refused),
+    cmocka_unit_test (test_doctype_as_text_and_undeclared_entity),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }
