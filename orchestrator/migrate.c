@@ -100,6 +100,15 @@ capture_info (const char *msg)
   progress_log (log_progress, line);
 }
 
+static void
+capture_warning (const char *msg)
+{
+  char line[4096];
+
+  snprintf (line, sizeof line, "ferry: warning: %s", msg);
+  progress_log (log_progress, line);
+}
+
 /* The first error of this thread (or the last one anywhere), malloc'd; clears it. */
 static char *
 take_error (const char *fallback)
@@ -723,6 +732,7 @@ migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress)
   log_progress = progress;
   log_set_error_handler (capture_error);
   log_set_info_handler (capture_info);
+  log_set_warning_handler (capture_warning);
   run.journal = journal_open (plan->state_dir, plan->name, true);
   run.sched = sched_new (plan->max_per_host, plan->max_per_datastore);
   jobs = calloc (plan->vms.len, sizeof *jobs);
@@ -782,6 +792,7 @@ out:
   journal_close (run.journal);
   log_set_error_handler (NULL);
   log_set_info_handler (NULL);
+  log_set_warning_handler (NULL);
   pthread_cond_destroy (&run.cond);
   pthread_mutex_destroy (&run.lock);
   return failed;

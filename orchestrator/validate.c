@@ -79,6 +79,12 @@ concern (const char *object, const char *category, const char *fs, ...)
   free (msg);
 }
 
+static void
+capture_warning (const char *msg)
+{
+  concern ("source", "Warning", "%s", msg);
+}
+
 static char *
 take_captured (void)
 {
@@ -268,6 +274,7 @@ validate_plan (const char *plan_path, bool json_out)
   concerns = json_array ();
   log_set_error_handler (capture);
   log_set_info_handler (capture);
+  log_set_warning_handler (capture_warning);
   plan_problems = true;
   plan = plan_load (plan_path);
   plan_problems = false;
@@ -277,6 +284,7 @@ validate_plan (const char *plan_path, bool json_out)
   }
   log_set_error_handler (NULL);
   log_set_info_handler (NULL);
+  log_set_warning_handler (NULL);
 
   json_array_foreach (concerns, i, c)
   {
