@@ -120,14 +120,16 @@ cancelled (struct run *run)
   return __atomic_load_n (&run->cancel, __ATOMIC_RELAXED);
 }
 
-/* FERRY_TEST_STOP_AT=POINT [FERRY_TEST_STOP_ROUND=N]: stop here for a crash test. */
+/* FERRY_TEST_STOP_AT=POINT [FERRY_TEST_STOP_ROUND=N]: stop here, once, for a crash test. */
 static void
 test_stop (const char *point, unsigned round)
 {
+  static bool stopped;
   const char *at = getenv ("FERRY_TEST_STOP_AT");
   const char *r = getenv ("FERRY_TEST_STOP_ROUND");
 
-  if (at && strcmp (at, point) == 0 && (r == NULL || strtoul (r, NULL, 10) == round)) {
+  if (at && strcmp (at, point) == 0 && (r == NULL || strtoul (r, NULL, 10) == round) &&
+      !__atomic_exchange_n (&stopped, true, __ATOMIC_RELAXED)) {
     fprintf (stderr, "ferry: test stop at %s (round %u)\n", point, round);
     raise (SIGSTOP);
   }

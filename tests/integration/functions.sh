@@ -298,66 +298,74 @@ guest_write_random ()
   rm -f "$tmpdir/gw.$$"
 }
 
-# --- ferry orchestrator helpers (test-ferry-*.sh) ---
+# --- ferry, the orchestrator (test-ferry-*.sh) ---
 ferry=$top/orchestrator/ferry
 
+# ferry_secret DIR: a Forklift-style vSphere provider Secret for the double.
+ferry_secret ()
+{
+  mkdir -p "$1"
+  printf '%s' "${FERRY_USER:-user}" >"$1/user"
+  printf '%s' "${PASSWORD:-pass}" >"$1/password"
+  cp "$CACERT" "$1/cacert"
+}
+
+# write_plan FILE JQ-FILTER: a plan for the double (Secret in $tmpdir/secret, state in
+# $tmpdir/state, the double's datastore mapped to $tmpdir/pvc/{vm}-disk{index}), changed
+# by the jq filter (e.g. '.warm = true | .vms = [{"name": "web01"}]').
+write_plan ()
+{
+  [ -d "$tmpdir/secret" ] || ferry_secret "$tmpdir/secret"
+  jq -n --arg url "https://$SERVER/sdk" --arg secret "$tmpdir/secret" \
+    --arg state "$tmpdir/state" --arg ds "$DATASTORE" --arg pvc "$tmpdir/pvc" '{
+      name: "test", source: { type: "vsphere", url: $url, secret: $secret },
+      stateDir: $state,
+      storageMap: [ { source: { name: $ds },
+                      destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}") } } ],
+      vms: [] }' | jq "$2" >"$1"
+}
+
+# make_targets VM N: the filesystem targets (PVC mounts) of a VM's first N disks.
+make_targets ()
+{
+  local i
+  for ((i = 0; i < $2; i++)); do mkdir -p "$tmpdir/pvc/$1-disk$i"; done
+}
+
+# wait_stopped PID: wait until the process is stopped (state T, e.g. by
+# FERRY_TEST_STOP_AT); fails if it exits first.
+wait_stopped ()
+{
+  timeout=${timeout:-60} wait_for _is_stopped "$1"
+}
+
+_is_stopped ()
+{
+  [ -e "/proc/$1/stat" ] || fail "process $1 exited before it stopped"
+  [ "$(awk '{ print $3 }' "/proc/$1/stat")" = T ]
+}
+
+# ferry_snapshots VM: the names of the VM's snapshots that ferry made, one a line.
+ferry_snapshots ()
+{
+  vm_json "$1" | jq -r '.snapshots[]?.name | select(startswith("ferry:"))'
+}
+
+# requires_ferry: fail unless the ferry binary is built.
 requires_ferry ()
 {
   [ -x "$ferry" ] || fail "$ferry is not built (run make)"
 }
 
-# ferry_secret DIR [PASSWORD]: a Forklift-style Secret directory for the double (user,
-# password, cacert), password "pass" unless given.
-ferry_secret ()
-{
-  mkdir -p "$1"
-  printf '%s' "${FERRY_USER:-user}" >"$1/user"
-  printf '%s' "${2:-pass}" >"$1/password"
-  cp "$CACERT" "$1/cacert"
-}
-
-# ferry_plan FILE [JSON]: write a plan for the double to FILE: source with the Secret in
-# $tmpdir/secret (made if missing), stateDir $tmpdir/state, the double's datastore mapped
-# to filesystem targets $tmpdir/pvc/{vm}-disk{index}; JSON (an object) is merged over that
-# (jq's *, so "vms" must be given there).
-ferry_plan ()
-{
-  [ -d "$tmpdir/secret" ] || ferry_secret "$tmpdir/secret"
-  jq -n --arg url "$URL" --arg secret "$tmpdir/secret" --arg dc "$DATACENTER" \
-    --arg ds "$DATASTORE" --arg state "$tmpdir/state" --arg pvc "$tmpdir/pvc" \
-    --argjson extra "${2:-{\}}" '{
-      name: "test", source: { type: "vsphere", url: $url, secret: $secret, datacenter: $dc },
-      stateDir: $state,
-      storageMap: [ { source: { name: $ds },
-                      destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}") } } ],
-      vms: [] } * $extra' >"$1"
-}
-
-# ferry_pvcs VM N: make the filesystem targets (PVC mounts) of VM's disks 0..N-1 for the
-# plan of ferry_plan.
-ferry_pvcs ()
-{
-  local i
-  for ((i = 0; i < $2; i++)); do
-    mkdir -p "$tmpdir/pvc/$1-disk$i"
-  done
-}
-
-# process_stopped PID: true when PID is in state T (stopped, e.g. by SIGSTOP).
+# process_stopped PID: true when PID is in state T (stopped); false when it is running or
+# gone.
 process_stopped ()
 {
-  [ "$(sed -E 's/^[0-9]+ \(.*\) (.).*/\1/' "/proc/$1/stat" 2>/dev/null)" = T ]
+  [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = T ]
 }
 
-# wait_stopped PID: wait until PID has stopped itself (FERRY_TEST_STOP_AT).
-wait_stopped ()
-{
-  kill -0 "$1" 2>/dev/null || fail "process $1 is gone"
-  timeout=${timeout:-60} wait_for process_stopped "$1"
-}
-
-# json_line_matches FILE FILTER: true when a JSON line of FILE matches jq's FILTER
-# (e.g. 'select(.event == "progress" and .bytesDone > 0)').
+# json_line_matches FILE FILTER: true when a JSON line of FILE (which may still be being
+# written) matches jq's FILTER (e.g. 'select(.event == "progress" and .bytesDone > 0)').
 json_line_matches ()
 {
   [ -n "$(jq -c "$2" "$1" 2>/dev/null | head -n1)" ]
