@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One VM of two deleted in the middle of its round (Destroy_Task through the double's
-# control channel, after ferry made its snapshot): the other VM is migrated and verified,
+# control channel, while it is being copied): the other VM is migrated and verified,
 # ferry migrate exits 1, and results.json says why the deleted one failed in the
 # server's own words.
 # shellcheck source-path=SCRIPTDIR source=functions.sh
@@ -12,40 +12,26 @@ requires_ferry
 start_double
 for vm in ok gone; do
   create_vm "$vm" "disks=64M&power=off&cbt=1" >/dev/null
-  make_sparse_disk "$tmpdir/$vm.src" 64M 0:16 300:64 900:8
+  make_sparse_disk "$tmpdir/$vm.src" 64M 0:16 300:256 900:8
   place_disk "$vm" 2000 "$tmpdir/$vm.src"
-  ferry_pvcs "$vm" 1
+  make_targets "$vm" 1
 done
-ferry_plan "$tmpdir/plan.json" '{"vms": [{"name": "ok"}, {"name": "gone"}]}'
+write_plan "$tmpdir/plan.json" '. * {"vms": [{"name": "ok"}, {"name": "gone"}]}'
 
-# ferry stops itself after each round's CreateSnapshot; when the stopped round is gone's
-# (its snapshot is in the journal), the VM is deleted before ferry goes on.
-FERRY_TEST_STOP_AT=snapshot-created "$ferry" migrate "$tmpdir/plan.json" --progress=json \
-  >"$tmpdir/progress" 2>"$tmpdir/ferry.err" &
+# Slow reads (the double's per-GET latency), so that gone is deleted once a progress
+# line shows its round copying.
+control POST "/requests/latency?d=100ms" >/dev/null
+"$ferry" migrate "$tmpdir/plan.json" --progress=json >"$tmpdir/progress" 2>"$tmpdir/ferry.err" &
 pid=$!
 cleanup_fn "kill -9 $pid 2>/dev/null"
-stops=0 deleted=0
-stopped_again ()
-{
-  [ "$(grep -c 'test stop at snapshot-created' "$tmpdir/ferry.err")" -gt "$stops" ] &&
-    process_stopped "$pid" || ! kill -0 "$pid" 2>/dev/null
-}
-while kill -0 "$pid" 2>/dev/null; do
-  wait_for stopped_again
-  kill -0 "$pid" 2>/dev/null || break
-  stops=$((stops + 1))
-  if [ $deleted = 0 ] &&
-    [ "$(jq -r '.vms.gone.snapshot.moref // empty' "$tmpdir/state/journal.json")" != "" ]; then
-    echo "gone's round has its snapshot: deleting the VM"
-    control DELETE /vms/gone
-    deleted=1
-  fi
-  kill -CONT "$pid"
-done
+timeout=60 wait_for json_line_matches "$tmpdir/progress" \
+  'select(.event == "progress" and .vm == "gone" and .bytesDone > 0)'
+[ "$(vm_json gone | jq '.snapshots | length')" = 1 ] || fail "gone has no snapshot in its round"
+control DELETE /vms/gone
+control POST "/requests/latency?d=0" >/dev/null
 rc=0
 wait "$pid" || rc=$?
 cat "$tmpdir/ferry.err"
-[ $deleted = 1 ] || fail "ferry never stopped in gone's round"
 [ $rc = 1 ] || fail "ferry migrate exited $rc with one VM failed, not 1"
 
 res=$tmpdir/state/results.json

@@ -46,11 +46,11 @@ for vm in a b; do
   create_vm "$vm" "disks=256M&power=off" >/dev/null
   make_sparse_disk "$tmpdir/$vm.src" 256M $(for i in $(seq 0 47); do echo "$((i * 64)):16"; done)
   place_disk "$vm" 2000 "$tmpdir/$vm.src"
-  ferry_pvcs "$vm" 1
+  make_targets "$vm" 1
 done
 # verifySamplePercent 0: the sample re-read of verification happens after a disk's
 # transfer slot is released; the test is about the transfers themselves.
-ferry_plan "$tmpdir/plan.json" '{"maxInFlightPerHost": 1, "maxInFlightPerDatastore": 4,
+write_plan "$tmpdir/plan.json" '. * {"maxInFlightPerHost": 1, "maxInFlightPerDatastore": 4,
   "connectionsPerDisk": 1, "verifySamplePercent": 0, "vms": [{"name": "a"}, {"name": "b"}]}'
 control POST /requests/reset >/dev/null
 "$ferry" migrate "$tmpdir/plan.json" --progress=none ||
@@ -72,8 +72,8 @@ for key in 2000 2001 2002; do
   make_sparse_disk "$tmpdir/c.$key" 128M $(for i in $(seq 0 15); do echo "$((i * 128)):16"; done)
   place_disk c "$key" "$tmpdir/c.$key"
 done
-ferry_pvcs c 3
-ferry_plan "$tmpdir/plan2.json" "{\"maxInFlightPerHost\": 2, \"maxInFlightPerDatastore\": 4,
+make_targets c 3
+write_plan "$tmpdir/plan2.json" ". * {\"maxInFlightPerHost\": 2, \"maxInFlightPerDatastore\": 4,
   \"connectionsPerDisk\": 1, \"verifySamplePercent\": 0, \"stateDir\": \"$tmpdir/state2\",
   \"vms\": [{\"name\": \"c\"}]}"
 control POST /requests/reset >/dev/null

@@ -15,9 +15,9 @@ create_vm notools "disks=32M&power=on&cbt=1" >/dev/null
 for vm in tools notools; do
   make_sparse_disk "$tmpdir/$vm.src" 32M 0:16 200:32
   place_disk "$vm" 2000 "$tmpdir/$vm.src"
-  ferry_pvcs "$vm" 1
+  make_targets "$vm" 1
 done
-ferry_plan "$tmpdir/plan.json" '{"shutdownTimeoutSeconds": 30,
+write_plan "$tmpdir/plan.json" '. * {"shutdownTimeoutSeconds": 30,
   "vms": [{"name": "tools"}, {"name": "notools"}]}'
 
 control POST /stats/reset >/dev/null
