@@ -43,7 +43,7 @@ print(top, len(spans))
 
 # Two VMs, one disk each, 48 MiB of data in 1 MiB runs over a 256 MiB disk.
 for vm in a b; do
-  create_vm "$vm" "disks=256M&power=off" >/dev/null
+  create_vm "$vm" "disks=256M&power=off&cbt=1" >/dev/null
   mapfile -t areas < <(for i in $(seq 0 47); do echo "$((i * 64)):16"; done)
   make_sparse_disk "$tmpdir/$vm.src" 256M "${areas[@]}"
   place_disk "$vm" 2000 "$tmpdir/$vm.src"
@@ -68,7 +68,7 @@ for vm in a b; do
 done
 
 # A 3-disk VM with maxInFlightPerHost=2 completes; two disks at a time.
-create_vm c "disks=128M,128M,128M&power=off" >/dev/null
+create_vm c "disks=128M,128M,128M&power=off&cbt=1" >/dev/null
 for key in 2000 2001 2002; do
   mapfile -t areas < <(for i in $(seq 0 15); do echo "$((i * 128)):16"; done)
   make_sparse_disk "$tmpdir/c.$key" 128M "${areas[@]}"
