@@ -180,7 +180,7 @@ help:
 	@echo "make check-asan   unit and integration tests built with ASan and UBSan"
 	@echo "make check-valgrind  unit tests under valgrind"
 	@echo "make bench        benchmarks against peers measured in the same run"
-	@echo "make demo         the README's demo on the built-in vSphere double"
+	@echo "make demo         a warm migration with ferry on the built-in vSphere double"
 	@echo "make install      install the plugin (DESTDIR, PREFIX; plugin into nbdkit's plugindir)"
 	@echo "make lint         cppcheck, shellcheck, clang-format"
 	@echo "make clean        remove build products"

@@ -100,7 +100,8 @@ journal_open (const char *state_dir, const char *plan_name, bool run)
       goto err;
     }
     snprintf (pid, sizeof pid, "%ld\n", (long)getpid ());
-    if (ftruncate (j->lock_fd, 0) == -1 || pwrite_full (j->lock_fd, pid, strlen (pid), 0) == -1) {
+    if (ftruncate (j->lock_fd, 0) == -1 ||
+        pwrite_full (j->lock_fd, pid, strlen (pid), 0) == -1) {
       log_error ("%s: %m", lock);
       goto err;
     }
@@ -250,7 +251,8 @@ journal_write_results (struct journal *j, const char *const *names, size_t n)
     json_object_set_new (vm, "name", json_string (names[i]));
     json_object_del (vm, "snapshot"); /* in flight only: the journal's business */
     /* Disks as a list in index order, each with its key. */
-    json_object_foreach (json_object_get (vm, "disks"), key, d) {
+    json_object_foreach (json_object_get (vm, "disks"), key, d)
+    {
       json_object_set_new (d, "key", json_string (key));
       json_array_append (disks, d);
     }
@@ -262,4 +264,21 @@ journal_write_results (struct journal *j, const char *const *names, size_t n)
   r = file && root ? save_json (root, file) : -1;
   json_decref (root);
   return r;
+}
+
+double
+journal_predict_final_round (json_t *vm, double now)
+{
+  json_t *last = json_object_get (vm, "lastSnapshotTime");
+  double rate = json_number_value (json_object_get (vm, "changeRate"));
+  double fetch = json_number_value (json_object_get (vm, "fetchRate"));
+  double fixed = json_number_value (json_object_get (vm, "roundOverheadSeconds"));
+  double since;
+
+  if (!json_is_number (last))
+    return -1;
+  since = now - json_number_value (last);
+  if (since < 0)
+    since = 0;
+  return fixed + (fetch > 0 ? rate * since / fetch : 0);
 }

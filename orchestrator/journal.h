@@ -46,6 +46,12 @@ int journal_write_results (struct journal *j, const char *const *names, size_t n
 /* A copy of journal.json as read from STATE_DIR (for status), or NULL (reported). */
 json_t *journal_read (const char *state_dir);
 
+/* The predicted seconds of a final round started at NOW (epoch seconds) for the journal's
+ * VM object VM: what changed since the last round's snapshot at the measured change rate,
+ * fetched at the last round's rate, plus that round's fixed cost.  -1 before any round.
+ */
+double journal_predict_final_round (json_t *vm, double now);
+
 /* The path of FILE in the state directory (malloc'd). */
 char *journal_path (const char *state_dir, const char *file);
 

@@ -30,43 +30,42 @@
 static void
 usage (FILE *fp)
 {
-  fprintf (fp,
-           "Usage: ferry COMMAND ARG [OPTIONS]\n"
-           "\n"
-           "Migrate VMs from vSphere into KubeVirt PVC targets, cold or warm, from a plan\n"
-           "(see ferry(1) and ferry-plan.md).\n"
-           "\n"
-           "Commands:\n"
-           "  validate PLAN [--json]    report every problem of the plan, touching nothing\n"
-           "  migrate PLAN              run the plan to the end (resumes after a crash)\n"
-           "  precopy PLAN              one warm round for every VM not yet cut over\n"
-           "  cutover PLAN [--at TIME]  ask the running migrate to cut over (or do it now)\n"
-           "  status PLAN [--json]      state, rounds and predicted downtime per VM\n"
-           "  cancel PLAN               stop the running migrate cleanly\n"
-           "  digest FILE [--size N]    the digest ferry records for a disk image\n"
-           "\n"
-           "Options:\n"
-           "  --progress=auto|tty|json|none  live display on a terminal, JSON lines on\n"
-           "                            stdout otherwise (default auto; $FERRY_PROGRESS)\n"
-           "  --json                    machine-readable output (validate, status)\n"
-           "  --at TIME                 RFC 3339 time for cutover\n"
-           "  -v, --verbose             debug messages (SOAP calls, retries)\n"
-           "  --help, --version\n"
-           "\n"
-           "Exit status: 0 success, 1 failure (or plan not ready), 2 usage error.\n"
-           "\n"
-           "Examples:\n"
-           "  ferry validate plan.json\n"
-           "  ferry migrate plan.json\n"
-           "  ferry status plan.json --json\n"
-           "  ferry cutover plan.json --at 2026-12-01T02:00:00+01:00\n"
-           "  ferry digest /pvc/web01-disk0/disk.img\n");
+  fprintf (
+      fp, "Usage: ferry COMMAND ARG [OPTIONS]\n"
+          "\n"
+          "Migrate VMs from vSphere into KubeVirt PVC targets, cold or warm, from a plan\n"
+          "(see ferry(1) and ferry-plan.md).\n"
+          "\n"
+          "Commands:\n"
+          "  validate PLAN [--json]    report every problem of the plan, touching nothing\n"
+          "  migrate PLAN              run the plan to the end (resumes after a crash)\n"
+          "  precopy PLAN              one warm round for every VM not yet cut over\n"
+          "  cutover PLAN [--at TIME]  ask the running migrate to cut over (or do it now)\n"
+          "  status PLAN [--json]      state, rounds and predicted downtime per VM\n"
+          "  cancel PLAN               stop the running migrate cleanly\n"
+          "  digest FILE [--size N]    the digest ferry records for a disk image\n"
+          "\n"
+          "Options:\n"
+          "  --progress=auto|tty|json|none  live display on a terminal, JSON lines on\n"
+          "                            stdout otherwise (default auto; $FERRY_PROGRESS)\n"
+          "  --json                    machine-readable output (validate, status)\n"
+          "  --at TIME                 RFC 3339 time for cutover\n"
+          "  -v, --verbose             debug messages (SOAP calls, retries)\n"
+          "  --help, --version\n"
+          "\n"
+          "Exit status: 0 success, 1 failure (or plan not ready), 2 usage error.\n"
+          "\n"
+          "Examples:\n"
+          "  ferry validate plan.json\n"
+          "  ferry migrate plan.json\n"
+          "  ferry status plan.json --json\n"
+          "  ferry cutover plan.json --at 2026-12-01T02:00:00+01:00\n"
+          "  ferry digest /pvc/web01-disk0/disk.img\n");
 }
 
 static void
 quiet_debug (const char *msg)
-{
-}
+{}
 
 static int
 cmd_digest (const char *file, const char *size_arg)
@@ -111,6 +110,20 @@ num (json_t *obj, const char *key)
   return json_number_value (json_object_get (obj, key));
 }
 
+/* A cutover now: the measured shutdown and a final round of what changed since the last
+ * round's snapshot; 0 once verified.
+ */
+static double
+predicted_downtime (json_t *vm)
+{
+  const char *state = json_string_value (json_object_get (vm, "state"));
+  double final = journal_predict_final_round (vm, (double)time (NULL));
+
+  if (vm == NULL || final < 0 || (state && strcmp (state, "verified") == 0))
+    return 0;
+  return final + num (vm, "shutdownSeconds");
+}
+
 static int
 cmd_status (const struct plan *plan, bool json_out)
 {
@@ -131,16 +144,18 @@ cmd_status (const struct plan *plan, bool json_out)
     size_t r;
     json_t *e;
     json_array_foreach (rounds, r, e)
+    {
       copied += json_integer_value (json_object_get (e, "bytesFetched"));
+    }
     json_array_append_new (
-        out, json_pack ("{s:s, s:s, s:i, s:I, s:I, s:f, s:f, s:O?}", "name", name, "state",
-                        vm ? json_string_value (json_object_get (vm, "state")) : "pending",
-                        "round", (int)json_integer_value (json_object_get (vm, "round")),
-                        "bytesCopied", (json_int_t)copied, "bytesToCopy",
-                        (json_int_t)json_integer_value (json_object_get (vm, "bytesToCopy")),
-                        "changeRate", num (vm, "changeRate"), "predictedDowntimeSeconds",
-                        num (vm, "predictedDowntimeSeconds"), "error",
-                        json_object_get (vm, "error")));
+        out,
+        json_pack ("{s:s, s:s, s:i, s:I, s:I, s:f, s:f, s:O?}", "name", name, "state",
+                   vm ? json_string_value (json_object_get (vm, "state")) : "pending",
+                   "round", (int)json_integer_value (json_object_get (vm, "round")),
+                   "bytesCopied", (json_int_t)copied, "bytesToCopy",
+                   (json_int_t)json_integer_value (json_object_get (vm, "bytesToCopy")),
+                   "changeRate", num (vm, "changeRate"), "predictedDowntimeSeconds",
+                   predicted_downtime (vm), "error", json_object_get (vm, "error")));
   }
   if (json_out) {
     json_t *doc = json_pack ("{s:s, s:b, s:o}", "plan", plan->name, "running", runner != 0,
@@ -154,14 +169,16 @@ cmd_status (const struct plan *plan, bool json_out)
     printf ("plan %s: %s\n", plan->name, runner ? "running" : "not running");
     printf ("%-20s %-13s %5s %14s %12s %10s\n", "VM", "STATE", "ROUND", "COPIED",
             "CHANGE B/S", "DOWNTIME");
-    json_array_foreach (out, i, e) {
+    json_array_foreach (out, i, e)
+    {
       json_t *err = json_object_get (e, "error");
       printf ("%-20s %-13s %5d %14" JSON_INTEGER_FORMAT " %12.0f %9.1fs%s%s\n",
               json_string_value (json_object_get (e, "name")),
               json_string_value (json_object_get (e, "state")),
               (int)json_integer_value (json_object_get (e, "round")),
-              json_integer_value (json_object_get (e, "bytesCopied")), num (e, "changeRate"),
-              num (e, "predictedDowntimeSeconds"), json_is_string (err) ? "  " : "",
+              json_integer_value (json_object_get (e, "bytesCopied")),
+              num (e, "changeRate"), num (e, "predictedDowntimeSeconds"),
+              json_is_string (err) ? "  " : "",
               json_is_string (err) ? json_string_value (err) : "");
     }
     json_decref (out);
@@ -217,8 +234,9 @@ cmd_cutover (struct plan *plan, const char *at, struct progress *progress)
   pid_t pid;
 
   if (at && plan_parse_time (at, &when) == -1) {
-    fprintf (stderr, "ferry: --at %s: expected an RFC 3339 time such as "
-                     "2026-12-01T02:00:00+01:00\n",
+    fprintf (stderr,
+             "ferry: --at %s: expected an RFC 3339 time such as "
+             "2026-12-01T02:00:00+01:00\n",
              at);
     return 2;
   }
@@ -252,7 +270,7 @@ parse_progress (const char *s)
     return PROGRESS_JSON;
   if (strcmp (s, "none") == 0)
     return PROGRESS_NONE;
-  return (enum progress_mode)-1;
+  return (enum progress_mode) - 1;
 }
 
 int
@@ -279,30 +297,30 @@ main (int argc, char *argv[])
 
   while ((c = getopt_long (argc, argv, "v", long_options, NULL)) != -1) {
     switch (c) {
-    case OPT_PROGRESS:
-      progress_arg = optarg;
-      break;
-    case OPT_JSON:
-      json_out = true;
-      break;
-    case OPT_AT:
-      at = optarg;
-      break;
-    case OPT_SIZE:
-      size = optarg;
-      break;
-    case 'v':
-      verbose = true;
-      break;
-    case OPT_HELP:
-      usage (stdout);
-      return 0;
-    case OPT_VERSION:
-      printf ("ferry %s\n", FERRY_VERSION);
-      return 0;
-    default:
-      usage (stderr);
-      return 2;
+      case OPT_PROGRESS:
+        progress_arg = optarg;
+        break;
+      case OPT_JSON:
+        json_out = true;
+        break;
+      case OPT_AT:
+        at = optarg;
+        break;
+      case OPT_SIZE:
+        size = optarg;
+        break;
+      case 'v':
+        verbose = true;
+        break;
+      case OPT_HELP:
+        usage (stdout);
+        return 0;
+      case OPT_VERSION:
+        printf ("ferry %s\n", FERRY_VERSION);
+        return 0;
+      default:
+        usage (stderr);
+        return 2;
     }
   }
   if (argc - optind != 2) {

@@ -59,6 +59,7 @@ struct disk_job {
   uint64_t changed, fetched, zeroed;
   char digest[65];
   struct progress_disk *pd;
+  uint64_t to_copy; /* counted in the journal's bytesToCopy while the disk runs */
 };
 
 /* The disk's source as diskcache sees it, failing reads once the run is cancelled. */
@@ -120,18 +121,29 @@ cancelled (struct run *run)
   return __atomic_load_n (&run->cancel, __ATOMIC_RELAXED);
 }
 
-/* FERRY_TEST_STOP_AT=POINT [FERRY_TEST_STOP_ROUND=N]: stop here, once, for a crash test. */
+/* FERRY_TEST_STOP_AT=POINT[:ROUND][,POINT[:ROUND]...] (FERRY_TEST_STOP_ROUND=N is the
+ * ROUND of entries without one): stop here for a crash test, once per entry.
+ */
 static void
 test_stop (const char *point, unsigned round)
 {
-  static bool stopped;
+  static unsigned fired; /* a bit per entry */
   const char *at = getenv ("FERRY_TEST_STOP_AT");
-  const char *r = getenv ("FERRY_TEST_STOP_ROUND");
+  const char *dflt = getenv ("FERRY_TEST_STOP_ROUND");
+  size_t len = strlen (point);
 
-  if (at && strcmp (at, point) == 0 && (r == NULL || strtoul (r, NULL, 10) == round) &&
-      !__atomic_exchange_n (&stopped, true, __ATOMIC_RELAXED)) {
-    fprintf (stderr, "ferry: test stop at %s (round %u)\n", point, round);
-    raise (SIGSTOP);
+  for (unsigned i = 0; at && *at && i < 32; i++) {
+    size_t n = strcspn (at, ",");
+    const char *colon = memchr (at, ':', n);
+    const char *want = colon ? colon + 1 : dflt;
+    size_t name_len = colon ? (size_t)(colon - at) : n;
+    if (name_len == len && strncmp (at, point, len) == 0 &&
+        (want == NULL || strtoul (want, NULL, 10) == round) &&
+        !(__atomic_fetch_or (&fired, 1u << i, __ATOMIC_RELAXED) & (1u << i))) {
+      fprintf (stderr, "ferry: test stop at %s (round %u)\n", point, round);
+      raise (SIGSTOP);
+    }
+    at += n + (at[n] == ',');
   }
 }
 
@@ -193,6 +205,20 @@ set_state (struct vm_job *vj, const char *state, unsigned round)
                   text);
 }
 
+/* Add DELTA to the VM's bytes still to fetch in this round (for ferry status). */
+static void
+add_to_copy (struct disk_job *dj, int64_t delta)
+{
+  struct journal *j = dj->vm->run->journal;
+
+  journal_lock (j);
+  json_t *vm = journal_vm (j, dj->vm->label);
+  json_int_t now = json_integer_value (json_object_get (vm, "bytesToCopy")) + delta;
+  json_object_set_new (vm, "bytesToCopy", json_integer (now > 0 ? now : 0));
+  journal_save (j);
+  journal_unlock (j);
+}
+
 static void
 progress_cb (void *data, uint64_t done, uint64_t total)
 {
@@ -202,6 +228,8 @@ progress_cb (void *data, uint64_t done, uint64_t total)
     const struct provider_disk *d = source_disk (dj->src, dj->index);
     dj->pd = progress_disk_start (dj->vm->run->progress, dj->vm->label, d->key, dj->round,
                                   total);
+    dj->to_copy = total;
+    add_to_copy (dj, total);
   }
   progress_disk_update (dj->pd, done, 0);
   if (total > 0 && done >= total / 2)
@@ -261,9 +289,8 @@ disk_thread (void *arg)
   if (c == NULL)
     goto out;
   dcache_get_stats (c, &st);
-  dj->changed =
-      st.valid_bytes == 0 ? source_data_bytes (dj->src, dj->index, 0, d->capacity)
-                          : st.invalidated_bytes;
+  dj->changed = st.valid_bytes == 0 ? source_data_bytes (dj->src, dj->index, 0, d->capacity)
+                                    : st.invalidated_bytes;
   if (dcache_fill (c, run->plan->connections_per_disk, progress_cb, dj) == -1)
     goto out;
   if (dj->final && dcache_digest (c, dj->digest, sizeof dj->digest) == -1)
@@ -271,6 +298,7 @@ disk_thread (void *arg)
   dcache_get_stats (c, &st);
   dj->fetched = st.fetched_bytes;
   dj->zeroed = st.zeroed_bytes;
+  progress_disk_update (dj->pd, st.fetched_bytes, st.zeroed_bytes);
   dj->r = 0;
 
 out:
@@ -279,6 +307,8 @@ out:
   if (slot)
     sched_release (run->sched, host, d->datastore);
   progress_disk_end (dj->pd);
+  if (dj->to_copy)
+    add_to_copy (dj, -(int64_t)dj->to_copy);
   if (dj->r == -1)
     dj->error = take_error ("the copy failed");
   return NULL;
@@ -307,11 +337,11 @@ verify_disks (struct vm_job *vj, struct source *src, struct disk_job *djs, size_
     }
     journal_lock (run->journal);
     json_t *jd = json_object_get (disks, d->key);
-    json_object_set_new (jd, "digest", json_pack ("{s:s, s:s}", "source", dj->digest,
-                                                  "target", target));
-    json_object_set_new (jd, "verifySample", json_pack ("{s:I, s:I}", "blocks",
-                                                        (json_int_t)blocks, "mismatches",
-                                                        (json_int_t)mismatches));
+    json_object_set_new (jd, "digest",
+                         json_pack ("{s:s, s:s}", "source", dj->digest, "target", target));
+    json_object_set_new (jd, "verifySample",
+                         json_pack ("{s:I, s:I}", "blocks", (json_int_t)blocks,
+                                    "mismatches", (json_int_t)mismatches));
     journal_unlock (run->journal);
     if (strcmp (dj->digest, target) != 0) {
       log_error ("%s disk %s: the target %s does not hold what was copied: digest %s, "
@@ -348,10 +378,6 @@ record_round (struct vm_job *vj, json_t *vm, unsigned round, struct disk_job *dj
   if (round > 1 && since > 0)
     change_rate = changed / since;
   fetch_rate = fill_seconds > 0 && fetched > 0 ? fetched / fill_seconds : 0;
-  /* A cutover now: shut down, then a round fetching what changed since this snapshot at
-   * this round's fetch rate, plus this round's fixed cost (snapshot, queries).
-   */
-  predicted = (seconds - fill_seconds) + (fetch_rate > 0 ? change_rate * seconds / fetch_rate : 0);
   json_array_append_new (json_object_get (vm, "rounds"),
                          json_pack ("{s:i, s:I, s:I, s:I, s:f, s:f}", "round", (int)round,
                                     "bytesChanged", (json_int_t)changed, "bytesFetched",
@@ -361,10 +387,13 @@ record_round (struct vm_job *vj, json_t *vm, unsigned round, struct disk_job *dj
   json_object_set_new (vm, "changeRate", json_real (change_rate));
   json_object_set_new (vm, "fetchRate", json_real (fetch_rate));
   json_object_set_new (vm, "roundOverheadSeconds", json_real (seconds - fill_seconds));
-  json_object_set_new (vm, "predictedFinalRoundSeconds", json_real (predicted));
+  /* A cutover now: the shutdown (as measured, once known) and a final round. */
+  predicted = journal_predict_final_round (vm, (double)time (NULL)) +
+              json_number_value (json_object_get (vm, "shutdownSeconds"));
   json_object_set_new (vm, "predictedDowntimeSeconds", json_real (predicted));
   snprintf (text, sizeof text,
-            "ferry: %s: round %u: %" PRIu64 " bytes changed, %" PRIu64 " fetched in %.1f s; "
+            "ferry: %s: round %u: %" PRIu64 " bytes changed, %" PRIu64
+            " fetched in %.1f s; "
             "change rate %.0f B/s; predicted downtime of a cutover now %.1f s",
             vj->label, round, changed, fetched, seconds, change_rate, predicted);
   progress_event (vj->run->progress,
@@ -392,6 +421,10 @@ do_round (struct vm_job *vj, unsigned round, bool final)
   snprintf (purpose, sizeof purpose, "%s/%s round %u", run->plan->name, vj->label, round);
   cfg.snapshot = "create";
   cfg.purpose = purpose;
+  journal_lock (run->journal);
+  json_object_set_new (journal_vm (run->journal, vj->label), "bytesToCopy",
+                       json_integer (0));
+  journal_unlock (run->journal);
   set_state (vj, final ? "cutover" : "copying", round);
   if (cancelled (run))
     return -1;
@@ -418,8 +451,9 @@ do_round (struct vm_job *vj, unsigned round, bool final)
     goto release;
   t_fill = time_monotonic ();
   for (size_t i = 0; i < n; i++) {
-    djs[i] = (struct disk_job){ .vm = vj, .src = src, .index = i, .round = round,
-                                .final = final };
+    djs[i] = (struct disk_job){
+      .vm = vj, .src = src, .index = i, .round = round, .final = final
+    };
     if (pthread_create (&djs[i].thread, NULL, disk_thread, &djs[i]) != 0) {
       log_error ("%s: pthread_create: %m", vj->label);
       n = i;
@@ -529,6 +563,7 @@ shut_down (struct vm_job *vj)
   struct run *run = vj->run;
   struct source_config cfg = plan_source_config (run->plan, vj->pvm);
   struct source *src;
+  double t0 = time_monotonic ();
   int r;
 
   cfg.metadata_only = true;
@@ -543,6 +578,10 @@ shut_down (struct vm_job *vj)
   journal_unlock (run->journal);
   r = source_shutdown (src, run->plan->shutdown_timeout);
   source_close (src);
+  journal_lock (run->journal);
+  vm = journal_vm (run->journal, vj->label);
+  json_object_set_new (vm, "shutdownSeconds", json_real (time_monotonic () - t0));
+  journal_unlock (run->journal);
   return r;
 }
 
@@ -581,14 +620,18 @@ vm_thread (void *arg)
 {
   struct vm_job *vj = arg;
   struct run *run = vj->run;
-  CLEANUP_FREE char *state = NULL;
+  char state[32];
   unsigned round;
+  bool cutting_over;
 
   journal_lock (run->journal);
   json_t *vm = journal_vm (run->journal, vj->label);
-  state = strdup (json_string_value (json_object_get (vm, "state")));
+  snprintf (state, sizeof state, "%s", json_string_value (json_object_get (vm, "state")));
   round = json_integer_value (json_object_get (vm, "round"));
   json_object_set_new (vm, "warm", json_boolean (run->plan->warm));
+  /* A recorded power state means the cutover began (and may have failed later). */
+  cutting_over = strcmp (state, "cutover") == 0 ||
+                 json_is_string (json_object_get (vm, "originalPowerState"));
   journal_unlock (run->journal);
 
   if (strcmp (state, "verified") == 0) {
@@ -596,7 +639,7 @@ vm_thread (void *arg)
     return NULL;
   }
   if (run->mode == RUN_PRECOPY) {
-    if (strcmp (state, "cutover") == 0) {
+    if (cutting_over) {
       log_info ("%s: already cutting over; no precopy round", vj->label);
       vj->ok = true;
       return NULL;
@@ -607,19 +650,28 @@ vm_thread (void *arg)
     finish_vm (vj, true);
     return NULL;
   }
-  if (run->plan->warm && strcmp (state, "cutover") != 0) {
+  if (run->plan->warm && !cutting_over) {
     while (!cutover_due (run) || round == 0) {
       double started = time_monotonic ();
       if (do_round (vj, ++round, false) == -1)
         goto fail;
       set_state (vj, "precopy-wait", round);
+      test_stop ("precopy-wait", round);
       wait_round (run, started + run->plan->precopy_interval);
       if (cancelled (run))
         goto fail;
     }
   }
   set_state (vj, "cutover", round);
-  if (shut_down (vj) == -1 || do_round (vj, ++round, true) == -1)
+  if (shut_down (vj) == -1)
+    goto fail;
+  journal_lock (run->journal);
+  vm = journal_vm (run->journal, vj->label);
+  double predicted = journal_predict_final_round (vm, (double)time (NULL));
+  json_object_set_new (vm, "predictedFinalRoundSeconds",
+                       predicted >= 0 ? json_real (predicted) : json_null ());
+  journal_unlock (run->journal);
+  if (do_round (vj, ++round, true) == -1)
     goto fail;
   set_state (vj, "verified", round);
   finish_vm (vj, true);
@@ -689,7 +741,8 @@ migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress)
   pthread_create (&sigthr, NULL, signal_thread, &run);
 
   for (size_t i = 0; i < plan->vms.len; i++) {
-    jobs[i] = (struct vm_job){ .run = &run, .pvm = &plan->vms.ptr[i],
+    jobs[i] = (struct vm_job){ .run = &run,
+                               .pvm = &plan->vms.ptr[i],
                                .label = plan_vm_label (&plan->vms.ptr[i]) };
     names[i] = jobs[i].label;
     journal_lock (run.journal);

@@ -23,8 +23,8 @@ struct loader {
   int errors;
 };
 
-static void
-problem (struct loader *l, const char *fs, ...) __attribute__ ((format (printf, 2, 3)));
+static void problem (struct loader *l, const char *fs, ...)
+    __attribute__ ((format (printf, 2, 3)));
 
 static void
 problem (struct loader *l, const char *fs, ...)
@@ -48,7 +48,8 @@ check_keys (struct loader *l, json_t *obj, const char *where, const char *const 
   const char *key;
   json_t *value;
 
-  json_object_foreach (obj, key, value) {
+  json_object_foreach (obj, key, value)
+  {
     size_t i;
     for (i = 0; keys[i]; i++)
       if (strcmp (keys[i], key) == 0)
@@ -59,7 +60,8 @@ check_keys (struct loader *l, json_t *obj, const char *where, const char *const 
 }
 
 static char *
-get_string (struct loader *l, json_t *obj, const char *where, const char *key, bool required)
+get_string (struct loader *l, json_t *obj, const char *where, const char *key,
+            bool required)
 {
   json_t *v = json_object_get (obj, key);
 
@@ -83,7 +85,8 @@ get_unsigned (struct loader *l, json_t *obj, const char *where, const char *key,
 
   if (v == NULL)
     return dflt;
-  if (!json_is_integer (v) || json_integer_value (v) < min || json_integer_value (v) > max) {
+  if (!json_is_integer (v) || json_integer_value (v) < min ||
+      json_integer_value (v) > max) {
     problem (l, "%s: \"%s\" must be an integer from %u to %u", where, key, min, max);
     return dflt;
   }
@@ -191,8 +194,9 @@ load_source (struct loader *l, struct plan *p, json_t *src)
   if (p->secret_dir) {
     struct stat st;
     if (stat (p->secret_dir, &st) == -1 || !S_ISDIR (st.st_mode)) {
-      problem (l, "source.secret %s: not a directory (a Secret with the files user, "
-                  "password and optionally cacert, thumbprint, insecureSkipVerify)",
+      problem (l,
+               "source.secret %s: not a directory (a Secret with the files user, "
+               "password and optionally cacert, thumbprint, insecureSkipVerify)",
                p->secret_dir);
       return;
     }
@@ -232,7 +236,8 @@ load_storage_map (struct loader *l, struct plan *p, json_t *map)
     problem (l, "\"storageMap\" must be an array");
     return;
   }
-  json_array_foreach (map, i, e) {
+  json_array_foreach (map, i, e)
+  {
     char where[64];
     struct storage_map_entry m = { 0 };
     CLEANUP_FREE char *kind = NULL;
@@ -253,7 +258,8 @@ load_storage_map (struct loader *l, struct plan *p, json_t *map)
       m.kind = TARGET_BLOCK;
     else if (kind && strcmp (kind, "filesystem") != 0)
       problem (l, "%s: destination.kind \"%s\": expected filesystem or block", where, kind);
-    if (m.datastore == NULL || m.path == NULL || storage_map_append (&p->storage, m) == -1) {
+    if (m.datastore == NULL || m.path == NULL ||
+        storage_map_append (&p->storage, m) == -1) {
       free (m.datastore);
       free (m.path);
     }
@@ -271,7 +277,8 @@ load_vms (struct loader *l, struct plan *p, json_t *vms)
     problem (l, "\"vms\" is required: a non-empty array of {\"name\"} or {\"id\"}");
     return;
   }
-  json_array_foreach (vms, i, e) {
+  json_array_foreach (vms, i, e)
+  {
     char where[64];
     struct plan_vm vm = { 0 };
     json_t *targets;
@@ -295,7 +302,8 @@ load_vms (struct loader *l, struct plan *p, json_t *vms)
     else if (targets) {
       const char *key;
       json_t *v;
-      json_object_foreach (targets, key, v) {
+      json_object_foreach (targets, key, v)
+      {
         struct target_override o = { strdup (key), NULL };
         if (!json_is_string (v))
           problem (l, "%s: targets.%s must be a path", where, key);
@@ -369,8 +377,9 @@ plan_load (const char *path)
   if (cutover) {
     p->has_cutover = true;
     if (plan_parse_time (cutover, &p->cutover) == -1)
-      problem (&l, "plan: cutover \"%s\": expected an RFC 3339 time such as "
-                   "2026-12-01T02:00:00+01:00",
+      problem (&l,
+               "plan: cutover \"%s\": expected an RFC 3339 time such as "
+               "2026-12-01T02:00:00+01:00",
                cutover);
   }
   p->max_per_host = get_unsigned (&l, root, "plan", "maxInFlightPerHost", 4, 1, 1024);
@@ -379,7 +388,8 @@ plan_load (const char *path)
   p->connections_per_disk = get_unsigned (&l, root, "plan", "connectionsPerDisk", 4, 1, 64);
   v = json_object_get (root, "verifySamplePercent");
   p->verify_sample_percent = 1;
-  if (v && (!json_is_number (v) || json_number_value (v) < 0 || json_number_value (v) > 100))
+  if (v &&
+      (!json_is_number (v) || json_number_value (v) < 0 || json_number_value (v) > 100))
     problem (&l, "plan: \"verifySamplePercent\" must be a number from 0 to 100");
   else if (v)
     p->verify_sample_percent = json_number_value (v);
@@ -452,7 +462,10 @@ plan_source_config (const struct plan *p, const struct plan_vm *vm)
     .cacert = p->cacert,
     .thumbprint = p->thumbprint,
     .sslverify = !p->insecure,
-    .connections = p->connections_per_disk,
+    /* One session per VM whose disks are read in parallel: room for each of them. */
+    .connections = p->connections_per_disk * p->max_per_host > 64
+                       ? 64
+                       : p->connections_per_disk * p->max_per_host,
   };
 }
 
@@ -499,9 +512,11 @@ plan_resolve_target (const struct plan *p, const struct plan_vm *vm, size_t inde
   *path = *why = NULL;
   snprintf (idx, sizeof idx, "%zu", index);
   for (size_t i = 0; i < vm->targets.len; i++)
-    if (strcmp (vm->targets.ptr[i].disk, key) == 0 || strcmp (vm->targets.ptr[i].disk, idx) == 0) {
+    if (strcmp (vm->targets.ptr[i].disk, key) == 0 ||
+        strcmp (vm->targets.ptr[i].disk, idx) == 0) {
       dir = vm->targets.ptr[i].path;
-      *kind = stat (dir, &st) == 0 && S_ISBLK (st.st_mode) ? TARGET_BLOCK : TARGET_FILESYSTEM;
+      *kind =
+          stat (dir, &st) == 0 && S_ISBLK (st.st_mode) ? TARGET_BLOCK : TARGET_FILESYSTEM;
     }
   for (size_t i = 0; dir == NULL && i < p->storage.len; i++)
     if (strcmp (p->storage.ptr[i].datastore, datastore) == 0) {
@@ -511,8 +526,9 @@ plan_resolve_target (const struct plan *p, const struct plan_vm *vm, size_t inde
         return -1;
     }
   if (dir == NULL) {
-    if (asprintf (why, "disk %s is on datastore \"%s\", which the storageMap does not map "
-                       "(and vms[].targets has no entry for %s or %zu)",
+    if (asprintf (why,
+                  "disk %s is on datastore \"%s\", which the storageMap does not map "
+                  "(and vms[].targets has no entry for %s or %zu)",
                   key, datastore, key, index) == -1)
       *why = NULL;
     return -1;

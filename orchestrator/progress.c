@@ -85,9 +85,8 @@ draw_display (struct progress *p)
     human (d->done, a, sizeof a);
     human (d->total, b, sizeof b);
     human (rate, r, sizeof r);
-    fprintf (stderr, "  %-20.20s disk %-6s round %-3u %10s / %-10s %5.1f%% %10s/s",
-             d->vm, d->disk, d->round, a, b, d->total ? 100.0 * d->done / d->total : 100.0,
-             r);
+    fprintf (stderr, "  %-20.20s disk %-6s round %-3u %10s / %-10s %5.1f%% %10s/s", d->vm,
+             d->disk, d->round, a, b, d->total ? 100.0 * d->done / d->total : 100.0, r);
     if (rate > 0)
       fprintf (stderr, " ETA %.0f s\n", (d->total - d->done) / rate);
     else
@@ -134,11 +133,11 @@ emit_disk (struct progress_disk *d, double now)
   double rate = rate_of (d, now);
   double eta = rate > 0 ? (d->total - d->done) / rate : -1;
 
-  emit_json (json_pack ("{s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:f, s:f}", "event", "progress",
-                        "vm", d->vm, "disk", d->disk, "round", (int)d->round, "bytesDone",
-                        (json_int_t)d->done, "bytesTotal", (json_int_t)d->total,
-                        "zeroBytes", (json_int_t)d->zero_bytes, "rate", rate, "etaSeconds",
-                        eta));
+  emit_json (json_pack ("{s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:f, s:f}", "event",
+                        "progress", "vm", d->vm, "disk", d->disk, "round", (int)d->round,
+                        "bytesDone", (json_int_t)d->done, "bytesTotal",
+                        (json_int_t)d->total, "zeroBytes", (json_int_t)d->zero_bytes,
+                        "rate", rate, "etaSeconds", eta));
 }
 
 static void *

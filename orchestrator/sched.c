@@ -69,8 +69,7 @@ counter (counter_vector *v, const char *name)
 }
 
 bool
-sched_acquire (struct sched *s, const char *host, const char *datastore,
-               const bool *cancel)
+sched_acquire (struct sched *s, const char *host, const char *datastore, const bool *cancel)
 {
   bool ok = false;
 

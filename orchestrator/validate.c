@@ -25,11 +25,19 @@
 #include "validate.h"
 
 static json_t *concerns;
-static char *captured; /* errors reported while one check ran */
+static char *captured;     /* errors reported while one check ran */
+static bool plan_problems; /* while the plan is read: each error is a concern */
+
+static void concern (const char *object, const char *category, const char *fs, ...)
+    __attribute__ ((format (printf, 3, 4)));
 
 static void
 capture (const char *msg)
 {
+  if (plan_problems) {
+    concern ("plan", "Critical", "%s", msg);
+    return;
+  }
   size_t n = captured ? strlen (captured) : 0;
   char *p = realloc (captured, n + strlen (msg) + 3);
 
@@ -40,10 +48,6 @@ capture (const char *msg)
   strcpy (p + n, msg);
   captured = p;
 }
-
-static void
-concern (const char *object, const char *category, const char *fs, ...)
-    __attribute__ ((format (printf, 3, 4)));
 
 static void
 concern (const char *object, const char *category, const char *fs, ...)
@@ -59,12 +63,17 @@ concern (const char *object, const char *category, const char *fs, ...)
   va_end (args);
   if (msg == NULL)
     return;
-  /* A source-wide problem (unreachable, TLS, login) is said once, not per VM. */
+  /* A problem that several VMs share (unreachable, TLS, login) is the source's, said once.
+   */
   json_array_foreach (concerns, i, c)
+  {
     if (strcmp (json_string_value (json_object_get (c, "message")), msg) == 0) {
+      if (strcmp (json_string_value (json_object_get (c, "object")), object) != 0)
+        json_object_set_new (c, "object", json_string ("source"));
       free (msg);
       return;
     }
+  }
   json_array_append_new (concerns, json_pack ("{s:s, s:s, s:s}", "object", object,
                                               "category", category, "message", msg));
   free (msg);
@@ -115,7 +124,8 @@ check_target (const char *path, enum target_kind kind, uint64_t capacity)
     uint64_t size = 0;
     int fd;
     if (stat (path, &st) == -1) {
-      concern (object, "Critical", "missing: %s (a block-mode PVC's device)", strerror (errno));
+      concern (object, "Critical", "missing: %s (a block-mode PVC's device)",
+               strerror (errno));
       return;
     }
     if (!S_ISBLK (st.st_mode)) {
@@ -137,8 +147,9 @@ check_target (const char *path, enum target_kind kind, uint64_t capacity)
   struct statvfs vfs;
   uint64_t have;
   if (stat (dir, &st) == -1 || !S_ISDIR (st.st_mode)) {
-    concern (object, "Critical", "missing: the directory %s (a filesystem-mode PVC's mount) %s",
-             dir, errno ? strerror (errno) : "is not a directory");
+    concern (object, "Critical",
+             "missing: the directory %s (a filesystem-mode PVC's mount): %s", dir,
+             errno ? strerror (errno) : "is not a directory");
     return;
   }
   if (access (dir, W_OK) == -1 || (access (path, F_OK) == 0 && access (path, W_OK) == -1)) {
@@ -225,8 +236,10 @@ check_vm (const struct plan *plan, const struct plan_vm *pvm, seen_vector *seen,
                d->key, d->file_name);
     if (plan->warm && vm->change_tracking && d->change_id == NULL)
       concern (object, "Warning",
-               "disk %s has no changeId yet: CBT takes effect at the next snapshot", d->key);
-    if (plan_resolve_target (plan, pvm, i, d->key, d->datastore, &path, &kind, &why) == -1) {
+               "disk %s has no changeId yet: CBT takes effect at the next snapshot",
+               d->key);
+    if (plan_resolve_target (plan, pvm, i, d->key, d->datastore, &path, &kind, &why) ==
+        -1) {
       concern (object, "Critical", "%s", why ? why : "out of memory");
       continue;
     }
@@ -255,11 +268,10 @@ validate_plan (const char *plan_path, bool json_out)
   concerns = json_array ();
   log_set_error_handler (capture);
   log_set_info_handler (capture);
+  plan_problems = true;
   plan = plan_load (plan_path);
-  if (plan == NULL) {
-    CLEANUP_FREE char *why = take_captured ();
-    concern ("plan", "Critical", "%s", why ? why : "cannot read the plan");
-  } else {
+  plan_problems = false;
+  if (plan != NULL) {
     for (size_t v = 0; v < plan->vms.len; v++)
       check_vm (plan, &plan->vms.ptr[v], &seen, ids);
   }
@@ -267,8 +279,10 @@ validate_plan (const char *plan_path, bool json_out)
   log_set_info_handler (NULL);
 
   json_array_foreach (concerns, i, c)
+  {
     if (strcmp (json_string_value (json_object_get (c, "category")), "Critical") == 0)
       critical++;
+  }
   if (json_out) {
     json_t *out = json_pack ("{s:b, s:O}", "ready", critical == 0, "concerns", concerns);
     json_dumpf (out, stdout, JSON_INDENT (2));
@@ -276,9 +290,11 @@ validate_plan (const char *plan_path, bool json_out)
     json_decref (out);
   } else {
     json_array_foreach (concerns, i, c)
+    {
       printf ("%s: %s: %s\n", json_string_value (json_object_get (c, "category")),
               json_string_value (json_object_get (c, "object")),
               json_string_value (json_object_get (c, "message")));
+    }
     if (critical)
       printf ("plan %s: not ready: %zu critical concern(s)\n", plan_path, critical);
     else

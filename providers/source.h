@@ -37,17 +37,18 @@ struct source_config {
    * NULL; ferry: "wave-1/web01 round 3").
    */
   const char *purpose;
-  /* Open the VM without choosing a point in time: no snapshot is made or required, leftovers
-   * are left alone, and reads are refused.  For validation, power operations and CBT.
+  /* Open the VM without choosing a point in time: no snapshot is made or required,
+   * leftovers are left alone, and reads are refused.  For validation, power operations and
+   * CBT.
    */
   bool metadata_only;
 };
 
 /* The VM behind a source, as every provider can tell it. */
 struct source_vm {
-  char *id;   /* the provider's id: vSphere moref */
-  char *name; /* display name */
-  char *uuid; /* identity for caches: BIOS uuid, or the id when there is none */
+  char *id;             /* the provider's id: vSphere moref */
+  char *name;           /* display name */
+  char *uuid;           /* identity for caches: BIOS uuid, or the id when there is none */
   char *power_state;    /* poweredOn, poweredOff, suspended */
   char *host;           /* the host whose disks are read (ESXi host), for scheduling */
   bool change_tracking; /* CBT on at the VM level */

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The README's demo: a running VM on the built-in vSphere double, served through
-# `nbdkit ferry` with a snapshot made for the occasion, its allocation map, a copy, and a
-# checksum comparison with the source.  Everything runs on 127.0.0.1 and is cleaned up.
+# The README's demo: a warm migration of a running VM from the built-in vSphere double
+# into two PVC-style targets with `ferry migrate` — precopy rounds while the guest keeps
+# writing, a cutover, and the verified digests.  Everything runs on 127.0.0.1 and is
+# cleaned up.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 export PATH=/usr/bin:/bin:$PATH
+ferry=$top/orchestrator/ferry
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-demo.XXXXXX")
 pids=()
@@ -19,6 +21,7 @@ cleanup ()
 trap cleanup EXIT
 step () { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run () { printf '$ %s\n' "$*"; "$@"; }
+control () { curl -sS --fail-with-body -X "$1" "$CONTROL$2" "${@:3}"; }
 
 step "Start the vSphere double (vcsim + CBT, snapshots, /folder) on 127.0.0.1"
 "$top/tests/doubles/vsphere/vsphere-double" -dir "$work/double" >"$work/double.out" 2>"$work/double.err" &
@@ -31,51 +34,60 @@ done
 source <(grep -E '^[A-Z_0-9]+=' "$work/double.out")
 echo "vCenter double at https://$SERVER/sdk (CA $CACERT)"
 
-step "Create a running VM 'demo web01' with CBT and a 1 GiB disk holding scattered data"
-curl -sS --fail-with-body -X POST "$CONTROL/vms?name=demo%20web01&disks=1G&power=on&cbt=1" | jq -c '{moref, name, disks: [.disks[] | {key, fileName, capacity}]}'
-truncate -s 1G "$work/source.img"
-for block in 0 16 17 600 4096 12000 16376; do
-  dd if=/dev/urandom of="$work/source.img" bs=64K seek=$block count=8 conv=notrunc status=none
+step "A running VM 'web01' with CBT and two disks (2 GiB and 1 GiB) holding scattered data"
+control POST "/vms?name=web01&disks=2G,1G&power=on&cbt=1" |
+  jq -c '{moref, name, powerState, disks: [.disks[] | {key, fileName, capacity}]}'
+for d in 0:2000:2G:24 1:2001:1G:8; do
+  IFS=: read -r i key size areas <<<"$d"
+  truncate -s "$size" "$work/src$i.img"
+  for ((a = 0; a < areas; a++)); do
+    dd if=/dev/urandom of="$work/src$i.img" bs=1M seek=$((RANDOM % (${size%G} * 1000))) count=12 \
+      conv=notrunc status=none
+  done
+  control PUT "/vms/web01/disks/$key/data?offset=0&path=$(jq -rn --arg p "$work/src$i.img" '$p|@uri')" -o /dev/null
 done
-curl -sS --fail-with-body -X PUT -o /dev/null \
-  "$CONTROL/vms/demo%20web01/disks/2000/data?offset=0&path=$(jq -rn --arg p "$work/source.img" '$p|@uri')"
 
-step "Serve it read-only over NBD with the ferry plugin (snapshot=create: the VM keeps running)"
-printf 'pass' >"$work/password"
-run nbdkit -U "$work/nbd.sock" -P "$work/nbdkit.pid" "$top/nbdkit-plugin/nbdkit-ferry-plugin.so" \
-  provider=vsphere server="$SERVER" user=user password=+"$work/password" \
-  vm="demo web01" snapshot=create cacert="$CACERT" -v -D ferry.stats=1 2>"$work/nbdkit.err"
-until [ -s "$work/nbdkit.pid" ]; do sleep 0.05; done # written by nbdkit's background child
-pids=("$(cat "$work/nbdkit.pid")" "${pids[@]}")
-uri="nbd+unix:///?socket=$work/nbd.sock"
-snapshot=$(curl -sS "$CONTROL/vms/demo%20web01" | jq -r '.snapshots[0] | "\(.name) (\(.moref))"')
-echo "ferry created snapshot $snapshot"
+step "The PVC targets, the provider Secret (Forklift's layout) and the plan"
+mkdir -p "$work/pvc/web01-disk0" "$work/pvc/web01-disk1" "$work/secret"
+printf user >"$work/secret/user"
+printf pass >"$work/secret/password"
+cp "$CACERT" "$work/secret/cacert"
+cutover=$(date -u -d '+25 seconds' +%Y-%m-%dT%H:%M:%SZ)
+jq -n --arg url "https://$SERVER/sdk" --arg work "$work" --arg ds "$DATASTORE" --arg at "$cutover" '{
+  name: "demo", source: { type: "vsphere", url: $url, secret: ($work + "/secret") },
+  warm: true, precopyIntervalSeconds: 8, cutover: $at, stateDir: ($work + "/state"),
+  storageMap: [ { source: { name: $ds },
+                  destination: { kind: "filesystem", path: ($work + "/pvc/{vm}-disk{index}") } } ],
+  vms: [ { name: "web01" } ] }' | tee "$work/plan.json"
+run "$ferry" validate "$work/plan.json"
 
-step "The exports: one per disk"
-run nbdinfo --list "$uri" | grep -E 'export=|description|export-size'
+step "The guest keeps writing 4 MiB a second while ferry migrates, until it is shut down"
+(
+  while [ "$(control GET /vms/web01 | jq -r .powerState)" = poweredOn ]; do
+    head -c 4M /dev/urandom | curl -sS -X PUT --data-binary @- -o /dev/null \
+      "$CONTROL/vms/web01/disks/2000/data?offset=$(((RANDOM % 2000) * 1048576))" || exit 0
+    sleep 1
+  done
+) &
+writer=$!
+pids=("$writer" "${pids[@]}")
 
-step "Allocation map from CBT (QueryChangedDiskAreas changeId=*): holes are never fetched"
-run nbdinfo --map "$uri"
+step "Warm migration: precopy rounds every 8 s, cutover at $cutover"
+run "$ferry" migrate "$work/plan.json" --progress="${FERRY_PROGRESS:-auto}"
+kill "$writer" 2>/dev/null || true
 
-step "The guest keeps writing; the export stays at the snapshot's point in time"
-curl -sS --fail-with-body "$CONTROL/vms/demo%20web01/disks/2000/view?snapshot=$(curl -sS "$CONTROL/vms/demo%20web01" | jq -r '.snapshots[0].moref')" -o "$work/at-snapshot.img"
-head -c 4M /dev/urandom | curl -sS --fail-with-body -X PUT --data-binary @- -o /dev/null \
-  "$CONTROL/vms/demo%20web01/disks/2000/data?offset=1048576"
-echo "guest wrote 4 MiB at offset 1 MiB"
-
-step "Copy the disk with nbdcopy and compare checksums"
-run nbdcopy --progress "$uri" "$work/copy.img"
-src_sum=$(sha256sum <"$work/at-snapshot.img" | cut -d' ' -f1)
-copy_sum=$(sha256sum <"$work/copy.img" | cut -d' ' -f1)
-echo "source at snapshot: $src_sum"
-echo "ferry copy:         $copy_sum"
-[ "$src_sum" = "$copy_sum" ] || { echo "MISMATCH"; exit 1; }
-echo "checksums match"
-
-step "Stop nbdkit: ferry removes its snapshot"
-kill "$(cat "$work/nbdkit.pid")"
-while kill -0 "$(cat "$work/nbdkit.pid")" 2>/dev/null; do sleep 0.1; done
-grep -o 'stats: .*' "$work/nbdkit.err" || true
-echo "snapshots left on the VM: $(curl -sS "$CONTROL/vms/demo%20web01" | jq '.snapshots | length')"
+step "Verified: the digests of what was fetched and of the targets re-read from storage"
+jq -r '.vms[] | "\(.name): \(.state), \(.rounds | length) rounds, original power state \(.originalPowerState)",
+  (.rounds[] | "  round \(.round): \(.bytesChanged) bytes changed, \(.bytesFetched) fetched in \(.seconds * 100 | round / 100) s"),
+  (.disks[] | "  disk \(.key) -> \(.target)\n    source \(.digest.source)\n    target \(.digest.target)")' \
+  "$work/state/results.json"
+for i in 0 1; do
+  run "$ferry" digest "$work/pvc/web01-disk$i/disk.img"
+done
+for i in 0 1; do
+  control GET "/vms/web01/disks/200$i/view" -o "$work/view$i.img"
+  cmp "$work/view$i.img" "$work/pvc/web01-disk$i/disk.img" && echo "disk 200$i: the target equals the VM's disk at cutover"
+done
+echo "VM power state: $(control GET /vms/web01 | jq -r .powerState); snapshots left: $(control GET /vms/web01 | jq '.snapshots | length')"
 echo
 echo "Done. Next: make check (the tests), make bench (the benchmarks)."

@@ -299,7 +299,7 @@ guest_write_random ()
 }
 
 # --- ferry, the orchestrator (test-ferry-*.sh) ---
-ferry=$top/orchestrator/ferry
+export ferry=$top/orchestrator/ferry
 
 # ferry_secret DIR: a Forklift-style vSphere provider Secret for the double.
 ferry_secret ()

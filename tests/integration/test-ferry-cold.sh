@@ -37,7 +37,7 @@ for i in 0 1; do
   tgt=$(jq -r ".vms[0].disks[$i].digest.target" "$results")
   img=$tmpdir/pvc/web01-disk$i/disk.img
   own=$("$ferry" digest "$img" | cut -d' ' -f1)
-  [ "$src" = "$tgt" ] && [ "$tgt" = "$own" ] ||
+  [[ $src = "$tgt" && $tgt = "$own" ]] ||
     fail "disk $i: digests differ: source $src, target $tgt, ferry digest $own"
   [ "$(jq -r ".vms[0].disks[$i].verifySample.mismatches" "$results")" = 0 ] || fail "sample"
   [ "$(jq -r ".vms[0].disks[$i].verifySample.blocks" "$results")" -gt 0 ] || fail "no sample"
