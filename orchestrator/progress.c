@@ -1,6 +1,7 @@
 /* ferry: progress display and JSON lines (progress.h). */
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,7 +144,13 @@ static void *
 display_thread (void *arg)
 {
   struct progress *p = arg;
+  sigset_t all;
 
+  /* Started before migrate blocks SIGTERM and friends for its signal thread: a signal
+   * delivered here would kill ferry instead of stopping it cleanly.
+   */
+  sigfillset (&all);
+  pthread_sigmask (SIG_BLOCK, &all, NULL);
   pthread_mutex_lock (&p->lock);
   while (!p->stop) {
     struct timespec ts;

@@ -395,3 +395,23 @@ ferry_snapshots ()
 {
   vm_json "$1" | jq -r '.snapshots[]?.name | select(startswith("ferry:"))'
 }
+
+# requires_ferry: fail unless the ferry binary is built.
+requires_ferry ()
+{
+  [ -x "$ferry" ] || fail "$ferry is not built (run make)"
+}
+
+# process_stopped PID: true when PID is in state T (stopped); false when it is running or
+# gone.
+process_stopped ()
+{
+  [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" = T ]
+}
+
+# json_line_matches FILE FILTER: true when a JSON line of FILE (which may still be being
+# written) matches jq's FILTER (e.g. 'select(.event == "progress" and .bytesDone > 0)').
+json_line_matches ()
+{
+  [ -n "$(jq -c "$2" "$1" 2>/dev/null | head -n1)" ]
+}

@@ -134,6 +134,9 @@ func (d *double) control(w http.ResponseWriter, r *http.Request, seg []string) (
 	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
 	defer cancel()
 	post := r.Method == http.MethodPost
+	if res, code, err, ok := d.controlFerry(ctx, r, seg, q); ok {
+		return res, code, err
+	}
 	switch {
 	case post && len(seg) == 1 && seg[0] == "vms":
 		return d.createVM(ctx, q)
@@ -401,6 +404,7 @@ func (d *double) createVM(ctx context.Context, q url.Values) (interface{}, int, 
 			return nil, http.StatusInternalServerError, err
 		}
 	}
+	d.setTools(v, q.Get("tools") == "1")
 	for k := 1; k <= nsnap; k++ {
 		t, err := vmo.CreateSnapshot(ctx, fmt.Sprintf("user-snap-%d", k), "", false, false)
 		if err == nil {

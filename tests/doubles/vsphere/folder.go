@@ -83,6 +83,7 @@ func xmlEsc(s string) string {
 }
 
 func (d *double) serveFolder(w http.ResponseWriter, r *http.Request) {
+	defer d.logFolder(r)() // the request log (ferryctl.go)
 	d.mu.Lock()
 	d.st.FolderRequests++
 	d.mu.Unlock()
