@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -16,12 +17,36 @@
 
 #define READ_SIZE (4 * 1024 * 1024)
 
+/* The SHA-256 of a 64 KiB block of zeros. */
+static void
+zero_block_hash (uint8_t out[32])
+{
+  static const char zeros[DIGEST_BLOCK_SIZE];
+  unsigned n = 32;
+
+  EVP_Digest (zeros, sizeof zeros, out, &n, EVP_sha256 (), NULL);
+}
+
+/* Where the next data of FD at or after POS starts (SIZE when none: the rest is a hole).
+ * Files without SEEK_DATA (block devices, some filesystems) are all data.
+ */
+static uint64_t
+next_data (int fd, uint64_t pos, uint64_t size)
+{
+  off_t d = lseek (fd, pos, SEEK_DATA);
+
+  if (d == -1)
+    return errno == ENXIO ? size : pos;
+  return (uint64_t)d < size ? (uint64_t)d : size;
+}
+
 int
 verify_digest (const char *path, uint64_t size, char hex[65], const bool *cancel)
 {
   CLEANUP_FREE char *buf = malloc (READ_SIZE);
   EVP_MD_CTX *ctx = EVP_MD_CTX_new ();
-  uint8_t sum[32];
+  uint8_t sum[32], zero_hash[32];
+  struct stat st;
   unsigned n = 32;
   int fd = -1, r = -1;
 
@@ -40,8 +65,23 @@ verify_digest (const char *path, uint64_t size, char hex[65], const bool *cancel
     goto out;
   }
   posix_fadvise (fd, 0, 0, POSIX_FADV_DONTNEED);
+  if (fstat (fd, &st) == 0 && S_ISREG (st.st_mode) && (uint64_t)st.st_size < size) {
+    log_error ("%s: the target is shorter (%" PRIu64 " bytes) than the disk (%" PRIu64 ")",
+               path, (uint64_t)st.st_size, size);
+    goto out;
+  }
   EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL);
+  zero_block_hash (zero_hash);
   for (uint64_t pos = 0; pos < size;) {
+    /* Whole blocks in a hole of the file read as zeros: their hash is a constant. */
+    uint64_t data = next_data (fd, pos, size);
+    uint64_t hole_blocks = (data - pos) / DIGEST_BLOCK_SIZE;
+    if (hole_blocks > 0 && pos + hole_blocks * DIGEST_BLOCK_SIZE <= size) {
+      for (uint64_t b = 0; b < hole_blocks; b++)
+        EVP_DigestUpdate (ctx, zero_hash, sizeof zero_hash);
+      pos += hole_blocks * DIGEST_BLOCK_SIZE;
+      continue;
+    }
     size_t len = size - pos < READ_SIZE ? size - pos : READ_SIZE;
     int got = pread_full (fd, buf, len, pos);
     if (got != 1) {
