@@ -54,6 +54,18 @@ info_to_stderr (const char *msg)
   fprintf (stderr, "nbdkit: ferry: %s\n", msg);
 }
 
+/* Clear the password's bytes before its buffer goes back to malloc. */
+static void
+wipe_password (void)
+{
+  if (password) {
+    explicit_bzero (password, strlen (password));
+    free (password);
+    password = NULL;
+    config.password = NULL;
+  }
+}
+
 static void
 ferry_load (void)
 {
@@ -88,10 +100,7 @@ ferry_unload (void)
   cache_close_all ();
   source_close (src);
   src = NULL;
-  if (password) {
-    explicit_bzero (password, strlen (password));
-    free (password);
-  }
+  wipe_password ();
 }
 
 static int
@@ -104,7 +113,12 @@ ferry_config (const char *key, const char *value)
   else if (strcmp (key, "user") == 0)
     config.user = value;
   else if (strcmp (key, "password") == 0) {
-    free (password);
+    wipe_password ();
+    /* Accepted as nbdkit does, but everyone on the machine can read argv. */
+    if (value[0] != '+' && value[0] != '-')
+      fprintf (stderr, "nbdkit: ferry: warning: password= given on the command line is "
+                       "visible to every user of this machine in the process list; use "
+                       "password=+FILE or password=- instead\n");
     if (nbdkit_read_password (value, &password) == -1)
       return -1;
   } else if (strcmp (key, "vm") == 0)
