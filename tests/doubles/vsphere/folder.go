@@ -83,6 +83,7 @@ func xmlEsc(s string) string {
 }
 
 func (d *double) serveFolder(w http.ResponseWriter, r *http.Request) {
+	folderDelay()
 	d.mu.Lock()
 	d.st.FolderRequests++
 	d.mu.Unlock()
