@@ -14,6 +14,7 @@
 #ifndef FERRY_SOURCE_H
 #define FERRY_SOURCE_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -37,17 +38,28 @@ struct source_config {
    * NULL; ferry: "wave-1/web01 round 3").
    */
   const char *purpose;
-  /* Open the VM without choosing a point in time: no snapshot is made or required, leftovers
-   * are left alone, and reads are refused.  For validation, power operations and CBT.
+  /* Open the VM without choosing a point in time: no snapshot is made or required,
+   * leftovers are left alone, and reads are refused.  For validation, power operations and
+   * CBT.
    */
   bool metadata_only;
+  /* Seconds a provider task (snapshot creation or removal, reconfiguration) may take
+   * before ferry gives up on it and says so; 0 = the provider's default.
+   */
+  unsigned task_timeout;
+  /* When *STOP becomes non-zero (a signal handler sets it), reads fail and source_open
+   * gives up at its next step, so that the caller unwinds through source_close, which
+   * removes a snapshot that was made.  A task being waited for is still waited for, so
+   * that what it made can be removed.  NULL: never.
+   */
+  const volatile sig_atomic_t *stop;
 };
 
 /* The VM behind a source, as every provider can tell it. */
 struct source_vm {
-  char *id;   /* the provider's id: vSphere moref */
-  char *name; /* display name */
-  char *uuid; /* identity for caches: BIOS uuid, or the id when there is none */
+  char *id;             /* the provider's id: vSphere moref */
+  char *name;           /* display name */
+  char *uuid;           /* identity for caches: BIOS uuid, or the id when there is none */
   char *power_state;    /* poweredOn, poweredOff, suspended */
   char *host;           /* the host whose disks are read (ESXi host), for scheduling */
   bool change_tracking; /* CBT on at the VM level */
