@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,36 @@ static struct disk_ref {
 
 static void readahead_close_all (void);
 static struct cache_config cache_config;
+
+/* nbdkit installs its SIGTERM/SIGINT/SIGHUP handlers only after .get_ready, where the
+ * snapshot is made and fill=true copies: until then these signals would kill nbdkit with
+ * the default action and leave the snapshot behind.  So get_ready catches them itself: the
+ * handler records the signal, the source's reads and open steps see it (source_config.stop)
+ * and fail, and get_ready unwinds through source_close, which removes the snapshot.
+ * nbdkit's own handlers replace ours when it starts serving; a signal caught in between
+ * is passed on in .after_fork with nbdkit_shutdown, so nbdkit exits through .cleanup.
+ */
+static volatile sig_atomic_t stop_signal;
+static volatile sig_atomic_t serving; /* after_fork ran: nbdkit_shutdown works */
+static const int stop_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
+static void
+stop_handler (int sig)
+{
+  stop_signal = sig;
+  if (serving)
+    nbdkit_shutdown ();
+}
+
+static void
+catch_stop_signals (void)
+{
+  struct sigaction sa = { .sa_handler = stop_handler };
+
+  sigemptyset (&sa.sa_mask);
+  for (size_t i = 0; i < sizeof stop_signals / sizeof stop_signals[0]; i++)
+    sigaction (stop_signals[i], &sa, NULL);
+}
 
 static void
 error_to_nbdkit (const char *msg)
@@ -151,6 +182,14 @@ ferry_config (const char *key, const char *value)
     if (r == -1)
       return -1;
     cache_config.fill = r;
+  } else if (strcmp (key, "task-timeout") == 0) {
+    if (nbdkit_parse_unsigned ("task-timeout", value, &config.task_timeout) == -1)
+      return -1;
+    if (config.task_timeout == 0) {
+      nbdkit_error ("task-timeout=%s: give the seconds a task may take (at least 1)",
+                    value);
+      return -1;
+    }
   } else if (strcmp (key, "connections") == 0) {
     if (nbdkit_parse_unsigned ("connections", value, &config.connections) == -1)
       return -1;
@@ -185,6 +224,7 @@ ferry_config_complete (void)
   "thumbprint=AA:BB:..       Pin the server certificate (SHA-1 or SHA-256).\n"             \
   "sslverify=false           Do not verify TLS (warns; for labs only).\n"                  \
   "connections=N             Range requests in flight (default 4).\n"                      \
+  "task-timeout=SECONDS      Give up on a snapshot task after this (default 1800).\n"      \
   "vm-json=FILE              Write the VM's description (JSON) to FILE at start.\n"        \
   "cache=PATH                Cache the one served disk in PATH (file or block device).\n"  \
   "cache-dir=DIR             Cache metadata (and, without cache=, images) per disk in "    \
@@ -274,9 +314,15 @@ readahead_open_all (void)
   return 0;
 }
 
+/* Opening the source (making the snapshot) and fill=true stay here rather than in
+ * after_fork: their errors must make nbdkit fail before it forks and serves, so that the
+ * caller (a script, --run, ferryfs) learns of them from nbdkit's exit status.
+ */
 static int
 ferry_get_ready (void)
 {
+  catch_stop_signals ();
+  config.stop = &stop_signal;
   src = source_open (&config);
   if (src == NULL)
     return -1;
@@ -285,6 +331,11 @@ ferry_get_ready (void)
   cache_config.connections = config.connections;
   if (cache_open_all (src, &cache_config) == -1 || readahead_open_all () == -1)
     goto err;
+  if (stop_signal) {
+    nbdkit_error ("interrupted by signal %d (%s) while starting", (int)stop_signal,
+                  strsignal (stop_signal));
+    goto err;
+  }
   return 0;
 
 err:
@@ -300,6 +351,9 @@ static int
 ferry_after_fork (void)
 {
   cache_after_fork ();
+  serving = 1;
+  if (stop_signal) /* caught after get_ready, before nbdkit's handlers */
+    nbdkit_shutdown ();
   return 0;
 }
 
