@@ -215,6 +215,33 @@ remove_leftovers (struct vs_source *src, const struct source_config *config)
   return removed ? reread_vm (src, config) : 0;
 }
 
+/* A request whose connection died before its answer may have been sent twice (libcurl
+ * resends a request on a reused connection that closed without answering): then the VM
+ * has two snapshots with our unique NAME.  Keep the one the task answered with, remove
+ * the other.
+ */
+static int
+remove_twins (struct vs_source *src, const struct source_config *config, const char *name)
+{
+  struct vs_vm *vm = &src->vm;
+  size_t removed = 0;
+
+  if (reread_vm (src, config) == -1)
+    return -1;
+  for (size_t i = 0; i < vm->snapshots.len; i++) {
+    const struct vs_snapshot *snap = &vm->snapshots.ptr[i];
+    if (strcmp (snap->name, name) != 0 || strcmp (snap->moref, src->snapshot) == 0)
+      continue;
+    log_info ("%s: removing snapshot \"%s\" (%s), a second one made by a resent "
+              "CreateSnapshot_Task; serving %s",
+              vm->moref, name, snap->moref, src->snapshot);
+    if (vs_remove_snapshot (src->session, vm, snap->moref) == -1)
+      return -1;
+    removed++;
+  }
+  return removed ? reread_vm (src, config) : 0;
+}
+
 static int
 create_snapshot (struct vs_source *src, const struct source_config *config)
 {
@@ -251,7 +278,7 @@ create_snapshot (struct vs_source *src, const struct source_config *config)
   if (vs_create_snapshot (src->session, vm, name, desc, &src->snapshot) == 0) {
     src->snapshot_name = strdup (name);
     src->created_snapshot = true;
-    return 0;
+    return remove_twins (src, config, name);
   }
   /* The task may have run although we lost its answer: find it by its unique name. */
   if (reread_vm (src, config) == 0) {
