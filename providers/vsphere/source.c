@@ -389,6 +389,27 @@ fill_base_vm (struct vs_source *src)
   return 0;
 }
 
+/* Read one byte of disk I, so that a datacenter or datastore that /folder does not know
+ * is said now, by name, rather than as a bare 404 on every read.
+ */
+static int
+probe_disk (struct vs_source *src, size_t i)
+{
+  const struct provider_disk *d = &src->base.disks.ptr[i];
+  CLEANUP_FREE char *ds = NULL, *path = NULL;
+  char byte;
+
+  if (vs_read (src->session, src->state[i].flat_path, &byte, 1, 0) == 0)
+    return 0;
+  vs_parse_file_name (d->file_name, &ds, &path);
+  log_error ("%s (%s) disk %s: cannot read %s through /folder with datacenter \"%s\" and "
+             "datastore \"%s\": check datacenter= (or leave it out: ferry finds the VM's "
+             "own), and that the datastore is one /folder serves",
+             src->vm.moref, src->vm.name, d->key, d->file_name, src->vm.dc_path,
+             ds ? ds : "?");
+  return -1;
+}
+
 static struct source *
 vsphere_open (const struct source_config *config)
 {
@@ -454,7 +475,7 @@ vsphere_open (const struct source_config *config)
   for (size_t i = 0; i < disks->len; i++) {
     pthread_mutex_init (&src->state[i].lock, NULL);
     src->state[i].flat_path = vs_flat_path (&src->vm, &disks->ptr[i]);
-    if (src->state[i].flat_path == NULL)
+    if (src->state[i].flat_path == NULL || probe_disk (src, i) == -1)
       goto err;
   }
   if (fill_base_vm (src) == -1 || stopped (src, "open"))
