@@ -197,8 +197,9 @@ remove_leftovers (struct vs_source *src, const struct source_config *config)
 
   for (size_t i = 0; i < vm->snapshots.len; i++) {
     const struct vs_snapshot *snap = &vm->snapshots.ptr[i];
-    if (!is_ferry_snapshot (snap))
-      continue;
+    if (!is_ferry_snapshot (snap) ||
+        (config->snapshot && strcmp (snap->moref, config->snapshot) == 0))
+      continue; /* not ours, or the one asked for */
     if (maker_is_alive (snap)) {
       log_error ("%s (%s): snapshot \"%s\" (%s) is in use by another ferry process on this "
                  "host (%s); wait for it to finish",
