@@ -81,3 +81,12 @@ if start_ferry vm=mixed snapshot=create; then fail "a VM with a foreign snapshot
 grep -q 'snapshot(s): "nightly-backup"' "$tmpdir/nbdkit.err"
 if grep -q "removing" "$tmpdir/nbdkit.err"; then fail "something was removed"; fi
 [ "$(snapshots mixed)" = "$theirs" ]
+
+# A ferry snapshot named by snapshot=MOREF is served, not removed as a leftover.
+named=$(control POST "/vms/aborted/snapshot?name=ferry:inspect:aaaaaaaaaaaa" | jq -r .moref)
+: >"$tmpdir/nbdkit.err"
+start_ferry vm=aborted snapshot="$named"
+cmp <(nbdcopy "$(nbd_uri)" -) "$tmpdir/disk"
+stop_ferry "$NBDKIT_PID"
+if grep -q "removing" "$tmpdir/nbdkit.err"; then fail "the snapshot asked for was removed"; fi
+[ "$(vm_json aborted | jq -r '.snapshots[].moref')" = "$named" ]
