@@ -36,7 +36,7 @@ start_ferry vm=killed snapshot=create
 grep -q "removing ferry's leftover snapshot \"$left_name\" ($left)" "$tmpdir/nbdkit.err" ||
   fail "the leftover's removal was not said: $(cat "$tmpdir/nbdkit.err")"
 now=$(vm_json killed | jq -r '.snapshots[].moref')
-[ "$(wc -w <<<"$now")" = 1 ] && [ "$now" != "$left" ] || fail "snapshots now: $now"
+if [ "$(wc -w <<<"$now")" != 1 ] || [ "$now" = "$left" ]; then fail "snapshots now: $now"; fi
 cmp <(nbdcopy "$(nbd_uri)" -) "$tmpdir/disk"
 stop_ferry "$NBDKIT_PID"
 [ -z "$(snapshots killed)" ] || fail "snapshots left: $(snapshots killed)"
