@@ -35,9 +35,11 @@
 #include <jansson.h>
 
 #include "common/cleanup.h"
+#include "common/http.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "providers/source.h"
+#include "soap.h"
 #include "vsphere.h"
 
 #define SNAPSHOT_PREFIX "ferry:"
@@ -390,17 +392,18 @@ fill_base_vm (struct vs_source *src)
   return 0;
 }
 
-/* Read one byte of disk I, so that a datacenter or datastore that /folder does not know
- * is said now, by name, rather than as a bare 404 on every read.
+/* HEAD disk I's flat file, so that a datacenter or datastore that /folder does not know is
+ * said now, by name, rather than as a bare 404 on every read.  (A HEAD, not a read: no
+ * byte is fetched that a cache would not have fetched.)
  */
 static int
 probe_disk (struct vs_source *src, size_t i)
 {
   const struct provider_disk *d = &src->base.disks.ptr[i];
   CLEANUP_FREE char *ds = NULL, *path = NULL;
-  char byte;
+  uint64_t size;
 
-  if (vs_read (src->session, src->state[i].flat_path, &byte, 1, 0) == 0)
+  if (http_head_size (src->session->pool, src->state[i].flat_path, &size) == 0)
     return 0;
   vs_parse_file_name (d->file_name, &ds, &path);
   log_error ("%s (%s) disk %s: cannot read %s through /folder with datacenter \"%s\" and "
