@@ -68,9 +68,11 @@ $(DISKCACHE_LIB): $(DISKCACHE_SRC:.c=.o)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)$(AR) rcs $@ $^
 
-$(PLUGIN): $(PLUGIN_SRC:.c=.o) $(CORE_LIBS)
+# Only plugin_init and the -D debug flags are exported (nbdkit-plugin/plugin.syms).
+$(PLUGIN): $(PLUGIN_SRC:.c=.o) $(CORE_LIBS) nbdkit-plugin/plugin.syms
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared $(LDFLAGS) -o $@ $(PLUGIN_SRC:.c=.o) $(CORE_LIBS) $(LIBS)
+	$(Q)$(CC) -shared $(LDFLAGS) -Wl,--version-script=nbdkit-plugin/plugin.syms -o $@ \
+	  $(PLUGIN_SRC:.c=.o) $(CORE_LIBS) $(LIBS)
 
 # ferryfs speaks NBD only: common + libnbd + libfuse3 (+ libguestfs for inspection.json).
 fuse/%.o: fuse/%.c

@@ -14,6 +14,7 @@
 #ifndef FERRY_SOURCE_H
 #define FERRY_SOURCE_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -42,6 +43,16 @@ struct source_config {
    * CBT.
    */
   bool metadata_only;
+  /* Seconds a provider task (snapshot creation or removal, reconfiguration) may take
+   * before ferry gives up on it and says so; 0 = the provider's default.
+   */
+  unsigned task_timeout;
+  /* When *STOP becomes non-zero (a signal handler sets it), reads fail and source_open
+   * gives up at its next step, so that the caller unwinds through source_close, which
+   * removes a snapshot that was made.  A task being waited for is still waited for, so
+   * that what it made can be removed.  NULL: never.
+   */
+  const volatile sig_atomic_t *stop;
 };
 
 /* The VM behind a source, as every provider can tell it. */

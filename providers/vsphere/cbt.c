@@ -92,13 +92,17 @@ vs_query_changed (struct vs_session *s, const struct vs_vm *vm, const char *snap
       return -1;
     }
     for (xmlNode *a = xml_child (ret, "changedArea"); a; a = xml_next (a, "changedArea")) {
-      uint64_t off, len;
+      uint64_t off = 0, len = 0;
+      /* wstart + wlen <= capacity (checked above), so end - off cannot underflow once
+       * off <= end: an area starting past its window's end would otherwise pass.
+       */
+      uint64_t wend = wstart + wlen;
       if (!xml_child_u64 (a, "start", &off) || !xml_child_u64 (a, "length", &len) ||
-          off < wstart || len > wstart + wlen - off ||
+          off < wstart || off > wend || len > wend - off ||
           (areas->len > 0 && off < areas->ptr[areas->len - 1].offset)) {
-        log_error ("%s: QueryChangedDiskAreas: an area outside its window [%" PRIu64
-                   ", +%" PRIu64 ") or out of order",
-                   ctx, wstart, wlen);
+        log_error ("%s: QueryChangedDiskAreas: an area [%" PRIu64 ", +%" PRIu64
+                   ") outside its window [%" PRIu64 ", +%" PRIu64 ") or out of order",
+                   ctx, off, len, wstart, wlen);
         xmlFreeDoc (doc);
         return -1;
       }

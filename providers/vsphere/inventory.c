@@ -171,6 +171,57 @@ find_dc_path (struct vs_session *s, const char *vm_ref, xmlNode *vm_parent)
   return path;
 }
 
+/* SearchIndex.FindByInventoryPath: the moref at PATH ("DC0/vm/folder/web01") and its
+ * type, or NULL (not an error) when nothing is there.
+ */
+static char *
+find_by_inventory_path (struct vs_session *s, const char *path, char **type)
+{
+  CLEANUP_FREE char *epath = xml_escape (path);
+  CLEANUP_FREE char *args = NULL;
+  xmlDoc *doc;
+  xmlNode *ret;
+  char *ref;
+
+  *type = NULL;
+  if (epath == NULL || asprintf (&args, "<inventoryPath>%s</inventoryPath>", epath) == -1)
+    return NULL;
+  if (soap_call (s, s->server, "FindByInventoryPath", "SearchIndex", s->search_index, args,
+                 true, &doc, &ret, NULL) == -1)
+    return NULL;
+  ref = xml_text (ret);
+  if (ref && *ref) {
+    xmlChar *t = xmlGetNoNsProp (ret, BAD_CAST "type");
+    *type = t ? strdup ((const char *)t) : NULL;
+    xmlFree (t);
+  } else {
+    free (ref);
+    ref = NULL;
+  }
+  xmlFreeDoc (doc);
+  return ref;
+}
+
+/* A datacenter= the user gave must name a Datacenter, or every /folder read would fail
+ * with a bare 404: say so at open, with the VM's own datacenter.
+ */
+static int
+check_datacenter (struct vs_session *s, const char *vm_ref, xmlNode *vm_parent,
+                  const char *datacenter)
+{
+  CLEANUP_FREE char *type = NULL;
+  CLEANUP_FREE char *ref = find_by_inventory_path (s, datacenter, &type);
+  CLEANUP_FREE char *own = NULL;
+
+  if (ref && type && strcmp (type, "Datacenter") == 0)
+    return 0;
+  own = find_dc_path (s, vm_ref, vm_parent);
+  log_error ("%s: datacenter=%s: %s at that inventory path%s%s%s", vm_ref, datacenter,
+             ref ? "not a datacenter" : "no datacenter",
+             own ? " (the VM's datacenter is \"" : "", own ? own : "", own ? "\")" : "");
+  return -1;
+}
+
 /* The VM moref for a name: a container view over all VMs, then their names. */
 static char *
 find_vm_by_name (struct vs_session *s, const char *name)
@@ -364,6 +415,8 @@ read_vm (struct vs_session *s, const char *ref, const char *datacenter, struct v
     log_error ("%s (%s): the VM has no virtual disks", ref, vm->name ? vm->name : "?");
     goto err;
   }
+  if (datacenter && check_datacenter (s, ref, vs_prop (obj, "parent"), datacenter) == -1)
+    goto err;
   vm->dc_path =
       datacenter ? strdup (datacenter) : find_dc_path (s, ref, vs_prop (obj, "parent"));
   if (vm->dc_path == NULL)
@@ -387,7 +440,18 @@ vs_find_vm (struct vs_session *s, const char *which, bool by_uuid, const char *d
   memset (vm, 0, sizeof *vm);
   if (by_uuid)
     ref = find_vm_by_uuid (s, which);
-  else {
+  else if (strchr (which, '/')) {
+    /* An inventory path, as govc writes it: DC0/vm/folder/name. */
+    CLEANUP_FREE char *type = NULL;
+    ref = find_by_inventory_path (s, which, &type);
+    if (ref && (type == NULL || strcmp (type, "VirtualMachine") != 0)) {
+      log_error ("%s: vm=%s is a %s, not a VM", s->server, which, type ? type : "?");
+      return -1;
+    }
+    if (ref == NULL && s->search_index) /* the call itself reports its errors */
+      log_error ("%s: no VM at the inventory path \"%s\" (like DC0/vm/FOLDER/NAME)",
+                 s->server, which);
+  } else {
     /* A moref first; if no such object, a name. */
     r = read_vm (s, which, datacenter, vm, &fault);
     if (r == 0)

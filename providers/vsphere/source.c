@@ -20,12 +20,14 @@
  * which is computed once under the disk's lock.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,12 +35,15 @@
 #include <jansson.h>
 
 #include "common/cleanup.h"
+#include "common/http.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "providers/source.h"
+#include "soap.h"
 #include "vsphere.h"
 
 #define SNAPSHOT_PREFIX "ferry:"
+#define MAKER_LOCK_DIR "/tmp"
 
 struct vs_disk_state {
   char *flat_path;
@@ -57,9 +62,28 @@ struct vs_source {
   char *snapshot;        /* moref being served, or NULL for the live disks */
   char *snapshot_name;   /* the name we gave it, when we created it */
   bool created_snapshot; /* we made it, so we remove it */
+  int maker_fd;          /* our maker lock (flock held), or -1 */
+  char maker_path[256];
   struct vs_disk_state *state;
-  uint64_t zero_bytes; /* read as known zeros without fetching */
+  uint64_t zero_bytes;               /* read as known zeros without fetching */
+  const volatile sig_atomic_t *stop; /* source_config.stop */
+  bool stop_said;                    /* the interruption was reported */
 };
+
+/* Has a signal asked us to give up?  Says so once, as the error of what it stops. */
+static bool
+stopped (struct vs_source *src, const char *what)
+{
+  int sig = src->stop ? *src->stop : 0;
+
+  if (sig == 0)
+    return false;
+  if (__atomic_exchange_n (&src->stop_said, true, __ATOMIC_RELAXED))
+    return true;
+  log_error ("%s: %s: interrupted by signal %d (%s)", src->vm.moref ? src->vm.moref : "vm",
+             what, sig, strsignal (sig));
+  return true;
+}
 
 static void vsphere_close (struct source *base);
 
@@ -69,19 +93,53 @@ is_ferry_snapshot (const struct vs_snapshot *snap)
   return snap->name && strncmp (snap->name, SNAPSHOT_PREFIX, strlen (SNAPSHOT_PREFIX)) == 0;
 }
 
-/* The process that made a ferry snapshot, from its description "... by pid P on host
- * H; ...": still running on this host (and not us)?
+/* The maker's lock of the snapshot with TOKEN: held (flock) for as long as the snapshot is
+ * in use.  The pid in the description is not enough: nbdkit makes the snapshot in
+ * .get_ready and then forks into the background, so the pid that made it exits while its
+ * child serves.  A flock is shared with the child across fork and dies with the last
+ * holder, SIGKILL included.
+ */
+static int
+maker_lock_path (const char *token, char *path, size_t len)
+{
+  if (strlen (token) != 12 || strspn (token, "0123456789abcdef") != 12)
+    return -1; /* not a token of ours: never a path from a name someone chose */
+  snprintf (path, len, "%s/ferry-snapshot-%s.lock", MAKER_LOCK_DIR, token);
+  return 0;
+}
+
+static const char *
+snapshot_token (const struct vs_snapshot *snap)
+{
+  const char *colon = strrchr (snap->name, ':');
+  return colon ? colon + 1 : "";
+}
+
+/* The process that made a ferry snapshot: still running on this host (and not us)?  Its
+ * lock is held, or the pid of its description "... by pid P on host H; ..." runs.
  */
 static bool
 maker_is_alive (const struct vs_snapshot *snap)
 {
-  char host[256], me[256];
+  char host[256], me[256], path[256];
   long pid;
   const char *p = snap->description ? strstr (snap->description, " by pid ") : NULL;
+  int fd;
 
   if (p == NULL || sscanf (p, " by pid %ld on host %255[^;]", &pid, host) != 2)
     return false;
-  if (gethostname (me, sizeof me) == -1 || strcmp (host, me) != 0 || pid == getpid ())
+  if (gethostname (me, sizeof me) == -1 || strcmp (host, me) != 0)
+    return false;
+  if (maker_lock_path (snapshot_token (snap), path, sizeof path) == 0 &&
+      (fd = open (path, O_RDWR | O_CLOEXEC)) >= 0) {
+    bool held = flock (fd, LOCK_EX | LOCK_NB) == -1 && errno == EWOULDBLOCK;
+    if (!held)
+      unlink (path); /* stale: its maker died */
+    close (fd);
+    if (held)
+      return true;
+  }
+  if (pid == getpid ())
     return false;
   return kill ((pid_t)pid, 0) == 0 || errno == EPERM;
 }
@@ -141,8 +199,9 @@ remove_leftovers (struct vs_source *src, const struct source_config *config)
 
   for (size_t i = 0; i < vm->snapshots.len; i++) {
     const struct vs_snapshot *snap = &vm->snapshots.ptr[i];
-    if (!is_ferry_snapshot (snap))
-      continue;
+    if (!is_ferry_snapshot (snap) ||
+        (config->snapshot && strcmp (snap->moref, config->snapshot) == 0))
+      continue; /* not ours, or the one asked for */
     if (maker_is_alive (snap)) {
       log_error ("%s (%s): snapshot \"%s\" (%s) is in use by another ferry process on this "
                  "host (%s); wait for it to finish",
@@ -152,6 +211,33 @@ remove_leftovers (struct vs_source *src, const struct source_config *config)
     log_info ("%s (%s): removing ferry's leftover snapshot \"%s\" (%s) from an earlier run "
               "that did not finish",
               vm->moref, vm->name, snap->name, snap->moref);
+    if (vs_remove_snapshot (src->session, vm, snap->moref) == -1)
+      return -1;
+    removed++;
+  }
+  return removed ? reread_vm (src, config) : 0;
+}
+
+/* A request whose connection died before its answer may have been sent twice (libcurl
+ * resends a request on a reused connection that closed without answering): then the VM
+ * has two snapshots with our unique NAME.  Keep the one the task answered with, remove
+ * the other.
+ */
+static int
+remove_twins (struct vs_source *src, const struct source_config *config, const char *name)
+{
+  struct vs_vm *vm = &src->vm;
+  size_t removed = 0;
+
+  if (reread_vm (src, config) == -1)
+    return -1;
+  for (size_t i = 0; i < vm->snapshots.len; i++) {
+    const struct vs_snapshot *snap = &vm->snapshots.ptr[i];
+    if (strcmp (snap->name, name) != 0 || strcmp (snap->moref, src->snapshot) == 0)
+      continue;
+    log_info ("%s: removing snapshot \"%s\" (%s), a second one made by a resent "
+              "CreateSnapshot_Task; serving %s",
+              vm->moref, name, snap->moref, src->snapshot);
     if (vs_remove_snapshot (src->session, vm, snap->moref) == -1)
       return -1;
     removed++;
@@ -181,10 +267,21 @@ create_snapshot (struct vs_source *src, const struct source_config *config)
             "Made by ferry for %s (token %s) by pid %ld on host %s; ferry removes it when "
             "done and removes its leftovers at its next run. Safe to delete.",
             purpose, token, (long)getpid (), host);
+  /* Hold the maker lock before the snapshot exists, so that no other run on this host
+   * ever sees it unlocked while we use it.
+   */
+  maker_lock_path (token, src->maker_path, sizeof src->maker_path);
+  src->maker_fd =
+      open (src->maker_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (src->maker_fd == -1 || flock (src->maker_fd, LOCK_EX | LOCK_NB) == -1) {
+    log_error ("%s: %s: cannot create the snapshot's lock file: %m", vm->moref,
+               src->maker_path);
+    return -1;
+  }
   if (vs_create_snapshot (src->session, vm, name, desc, &src->snapshot) == 0) {
     src->snapshot_name = strdup (name);
     src->created_snapshot = true;
-    return 0;
+    return remove_twins (src, config, name);
   }
   /* The task may have run although we lost its answer: find it by its unique name. */
   if (reread_vm (src, config) == 0) {
@@ -295,6 +392,28 @@ fill_base_vm (struct vs_source *src)
   return 0;
 }
 
+/* HEAD disk I's flat file, so that a datacenter or datastore that /folder does not know is
+ * said now, by name, rather than as a bare 404 on every read.  (A HEAD, not a read: no
+ * byte is fetched that a cache would not have fetched.)
+ */
+static int
+probe_disk (struct vs_source *src, size_t i)
+{
+  const struct provider_disk *d = &src->base.disks.ptr[i];
+  CLEANUP_FREE char *ds = NULL, *path = NULL;
+  uint64_t size;
+
+  if (http_head_size (src->session->pool, src->state[i].flat_path, &size) == 0)
+    return 0;
+  vs_parse_file_name (d->file_name, &ds, &path);
+  log_error ("%s (%s) disk %s: cannot read %s through /folder with datacenter \"%s\" and "
+             "datastore \"%s\": check datacenter= (or leave it out: ferry finds the VM's "
+             "own), and that the datastore is one /folder serves",
+             src->vm.moref, src->vm.name, d->key, d->file_name, src->vm.dc_path,
+             ds ? ds : "?");
+  return -1;
+}
+
 static struct source *
 vsphere_open (const struct source_config *config)
 {
@@ -313,9 +432,12 @@ vsphere_open (const struct source_config *config)
 
   if (src == NULL)
     return NULL;
+  src->maker_fd = -1;
   src->base.ops = &vsphere_source_ops;
   disks = &src->base.disks;
   src->metadata_only = config->metadata_only;
+  src->stop = config->stop;
+  vs_set_task_timeout (config->task_timeout);
   src->server = strdup (config->server);
   src->session = vs_open (&vc);
   if (src->session == NULL || src->server == NULL)
@@ -330,7 +452,8 @@ vsphere_open (const struct source_config *config)
       goto err;
     return &src->base;
   }
-  if (remove_leftovers (src, config) == -1 || choose_snapshot (src, config) == -1)
+  if (remove_leftovers (src, config) == -1 || stopped (src, "open") ||
+      choose_snapshot (src, config) == -1 || stopped (src, "open"))
     goto err;
   if (src->snapshot) {
     if (vs_snapshot_disks (src->session, &src->vm, src->snapshot, disks) == -1)
@@ -356,10 +479,10 @@ vsphere_open (const struct source_config *config)
   for (size_t i = 0; i < disks->len; i++) {
     pthread_mutex_init (&src->state[i].lock, NULL);
     src->state[i].flat_path = vs_flat_path (&src->vm, &disks->ptr[i]);
-    if (src->state[i].flat_path == NULL)
+    if (src->state[i].flat_path == NULL || probe_disk (src, i) == -1)
       goto err;
   }
-  if (fill_base_vm (src) == -1)
+  if (fill_base_vm (src) == -1 || stopped (src, "open"))
     goto err;
   return &src->base;
 
@@ -393,6 +516,11 @@ vsphere_close (struct source *base)
 
   if (src->session)
     vsphere_release (base);
+  if (src->maker_fd >= 0) {
+    if (!src->created_snapshot) /* removed (else it stays locked until we exit) */
+      unlink (src->maker_path);
+    close (src->maker_fd);
+  }
   for (size_t i = 0; src->state && i < base->disks.len; i++) {
     free (src->state[i].flat_path);
     extent_vector_reset (&src->state[i].allocated);
@@ -503,6 +631,8 @@ vsphere_pread (struct source *base, size_t i, void *buf, size_t count, uint64_t 
                src->vm.moref);
     return -1;
   }
+  if (stopped (src, "read"))
+    return -1;
   path = src->state[i].flat_path;
   if (vsphere_allocated (base, i, &map) == -1)
     return -1;

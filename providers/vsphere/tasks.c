@@ -1,7 +1,13 @@
 /* ferry: vSphere tasks — snapshots and CBT reconfiguration, polled until they finish.
  *
  * A task goes queued -> running -> success | error.  We poll Task.info with a backoff from
- * 100 ms up to 2 s; a task's error is reported with the fault's own type and message.
+ * 100 ms up to 2 s; a task's error is reported with the fault's own type and message.  A
+ * task that has not finished by its deadline (task-timeout=, the same for every task of
+ * the process) is given up with its last state and progress named, and cancelled where the
+ * server allows it; a snapshot it may still make is one of ferry's leftovers, removed at
+ * the next open.
+ *
+ * THREAD MODEL: any thread; the deadline is set once at open and only read afterwards.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,13 +19,42 @@
 #include "common/util.h"
 #include "soap.h"
 
-/* Wait for TASK; on success *RESULT (if not NULL) gets info.result's text. */
+static unsigned task_timeout = VS_TASK_TIMEOUT_DEFAULT;
+
+void
+vs_set_task_timeout (unsigned seconds)
+{
+  task_timeout = seconds ? seconds : VS_TASK_TIMEOUT_DEFAULT;
+}
+
+/* Best effort: a task we stop waiting for should not go on to make something. */
+static void
+cancel_task (struct vs_session *s, const char *ctx, const char *task)
+{
+  xmlDoc *doc;
+  xmlNode *ret;
+  struct vs_fault fault = { 0 };
+
+  if (soap_call (s, ctx, "CancelTask", "Task", task, "", false, &doc, &ret, &fault) == 0)
+    xmlFreeDoc (doc);
+  else if (fault.type) {
+    log_debug ("%s: CancelTask %s: %s %s", ctx, task, fault.type,
+               fault.message ? fault.message : "");
+    vs_fault_reset (&fault);
+  }
+}
+
+/* Wait for TASK until the task deadline; on success *RESULT (if not NULL) gets
+ * info.result's text.
+ */
 static int
 wait_task (struct vs_session *s, const char *ctx, const char *what, const char *task,
            char **result)
 {
   static const char *const paths[] = { "info", NULL };
-  unsigned delay = 100;
+  unsigned delay = 100, timeout = task_timeout;
+  double deadline = time_monotonic () + timeout;
+  char last[64] = "none reported";
 
   for (;;) {
     xmlDoc *doc;
@@ -45,9 +80,21 @@ wait_task (struct vs_session *s, const char *ctx, const char *what, const char *
       xmlFreeDoc (doc);
       return -1;
     }
+    if (state) {
+      CLEANUP_FREE char *progress = xml_child_text (info, "progress");
+      snprintf (last, sizeof last, "%s%s%s%s", state, progress ? ", " : "",
+                progress ? progress : "", progress ? "%" : "");
+    }
     xmlFreeDoc (doc);
     if (ferry_debug_soap)
       log_debug ("soap: %s: %s (%s) is %s", ctx, what, task, state ? state : "?");
+    if (time_monotonic () >= deadline) {
+      log_error ("%s: %s (%s): not finished after %u s (task-timeout=%u); its last state: "
+                 "%s",
+                 ctx, what, task, timeout, timeout, last);
+      cancel_task (s, ctx, task);
+      return -1;
+    }
     sleep_ms (delay);
     if (delay < 2000)
       delay *= 2;

@@ -96,7 +96,12 @@ void vs_vm_free (struct vs_vm *vm);
 int vs_snapshot_disks (struct vs_session *s, const struct vs_vm *vm, const char *snap,
                        disk_vector *disks);
 
-/* Tasks, polled until done; errors carry the task fault's own message. */
+/* Tasks, polled until done or until the task deadline (vs_set_task_timeout); errors carry
+ * the task fault's own message, or the task's last state when it did not finish in time.
+ */
+#define VS_TASK_TIMEOUT_DEFAULT 1800 /* seconds */
+/* The deadline of every task of this process; 0 restores the default. */
+void vs_set_task_timeout (unsigned seconds);
 int vs_create_snapshot (struct vs_session *s, const struct vs_vm *vm, const char *name,
                         const char *description, char **snap_moref);
 int vs_remove_snapshot (struct vs_session *s, const struct vs_vm *vm, const char *snap);

@@ -77,3 +77,19 @@ nbdinfo --map "$(nbd_uri)" >/dev/null
 stop_ferry "$NBDKIT_PID"
 grep -q 'soap: .*Login' "$tmpdir/nbdkit.err"
 if grep -q "$PASSWORD" "$tmpdir/nbdkit.err"; then fail "the password was printed in debug output"; fi
+
+# password=SECRET on the command line works as in nbdkit, with a plain warning (not an
+# error) that the process list shows it; the warning never repeats the password.
+: >"$tmpdir/nbdkit.err"
+start_ferry vm=plain password="$PASSWORD"
+cmp <(nbdcopy "$(nbd_uri)" - ) "$tmpdir/disk"
+stop_ferry "$NBDKIT_PID"
+grep -q '^nbdkit: ferry: warning: password= .*process list' "$tmpdir/nbdkit.err" ||
+  fail "no warning about password= on the command line: $(cat "$tmpdir/nbdkit.err")"
+if grep -q 'error.*password=' "$tmpdir/nbdkit.err"; then fail "the warning is an error"; fi
+if grep -q "$PASSWORD" "$tmpdir/nbdkit.err"; then fail "the password was printed"; fi
+# +FILE gives no warning.
+: >"$tmpdir/nbdkit.err"
+start_ferry vm=plain
+stop_ferry "$NBDKIT_PID"
+if grep -q 'warning: password=' "$tmpdir/nbdkit.err"; then fail "password=+FILE warned"; fi

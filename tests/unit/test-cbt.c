@@ -131,10 +131,24 @@ test_bad_areas_are_errors (void **state)
   static const struct window outside[] = {
     { 0, 4 * MiB, 1, { { 4 * MiB, 64 * KiB } } },
   };
+  /* Areas that start after their window's end: end - start would underflow. */
+  static const struct window beyond_window[] = {
+    { 0, 4 * MiB, 1, { { 6 * MiB, 64 * KiB } } },
+    { 4 * MiB, 6 * MiB, 0, { { 0 } } },
+  };
+  static const struct window beyond_disk[] = {
+    { 0, 10 * MiB, 1, { { 12 * MiB, 64 * KiB } } },
+  };
+  static const struct window far_beyond[] = {
+    { 0, 10 * MiB, 1, { { UINT64_MAX - 64 * KiB, 64 * KiB } } },
+  };
   static const struct window past[] = { { 0, 11 * MiB, 0, { { 0 } } } };
   extent_vector areas = empty_vector;
 
   assert_int_equal (query (outside, 1, &areas), -1);
+  assert_int_equal (query (beyond_window, 2, &areas), -1);
+  assert_int_equal (query (beyond_disk, 1, &areas), -1);
+  assert_int_equal (query (far_beyond, 1, &areas), -1);
   assert_int_equal (query (past, 1, &areas), -1);
   extent_vector_reset (&areas);
 }

@@ -164,6 +164,8 @@ func (d *double) control(w http.ResponseWriter, r *http.Request, seg []string) (
 			}
 		}
 		return map[string]float64{"r503": d.r503, "reset": d.rReset, "truncate": d.rTrunc}, 0, nil
+	case post && len(seg) == 1 && seg[0] == "inject":
+		return d.inject(q)
 	case post && len(seg) == 1 && seg[0] == "tasks":
 		dl, err := time.ParseDuration(q.Get("delay"))
 		if err != nil {

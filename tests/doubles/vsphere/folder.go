@@ -84,6 +84,7 @@ func xmlEsc(s string) string {
 
 func (d *double) serveFolder(w http.ResponseWriter, r *http.Request) {
 	defer d.logFolder(r)() // the request log (ferryctl.go)
+	folderDelay()
 	d.mu.Lock()
 	d.st.FolderRequests++
 	d.mu.Unlock()

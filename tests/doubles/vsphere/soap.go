@@ -447,6 +447,9 @@ func (d *double) createSnapshot(w http.ResponseWriter, r *http.Request, req *typ
 	}
 	m.mu.Unlock()
 	d.delayTask(t, internal, "CreateSnapshot_Task")
+	if loseCreateAnswer(w, internal) {
+		return
+	}
 	copyRecorder(w, rec)
 }
 
