@@ -32,7 +32,8 @@ struct run {
   struct journal *journal;
   struct sched *sched;
   struct progress *progress;
-  bool cancel;
+  /* The signal that cancels the run (0: none): providers, waits and slots look at it. */
+  volatile sig_atomic_t cancel;
   pthread_mutex_t lock;
   pthread_cond_t cond;
 };
@@ -60,12 +61,6 @@ struct disk_job {
   char digest[65];
   struct progress_disk *pd;
   uint64_t to_copy; /* counted in the journal's bytesToCopy while the disk runs */
-};
-
-/* The disk's source as diskcache sees it, failing reads once the run is cancelled. */
-struct guarded_ref {
-  struct dcache_disk_ref ref;
-  struct run *run;
 };
 
 /* Errors: printed above the progress display and kept per thread, so that a VM's result
@@ -127,7 +122,7 @@ take_error (const char *fallback)
 static bool
 cancelled (struct run *run)
 {
-  return __atomic_load_n (&run->cancel, __ATOMIC_RELAXED);
+  return run->cancel != 0;
 }
 
 /* FERRY_TEST_STOP_AT=POINT[:ROUND][,POINT[:ROUND]...] (FERRY_TEST_STOP_ROUND=N is the
@@ -155,38 +150,6 @@ test_stop (const char *point, unsigned round)
     at += n + (at[n] == ',');
   }
 }
-
-static int
-guarded_read (void *opaque, void *buf, size_t count, uint64_t offset)
-{
-  struct guarded_ref *g = opaque;
-
-  if (cancelled (g->run)) {
-    log_error ("cancelled");
-    return -1;
-  }
-  return dcache_source_adapter.read (&g->ref, buf, count, offset);
-}
-
-static int
-guarded_changed (void *opaque, const char *since, extent_vector *areas, char **why)
-{
-  struct guarded_ref *g = opaque;
-  return dcache_source_adapter.changed_areas (&g->ref, since, areas, why);
-}
-
-static int
-guarded_allocated (void *opaque, extent_vector *areas, bool *known)
-{
-  struct guarded_ref *g = opaque;
-  return dcache_source_adapter.allocated_areas (&g->ref, areas, known);
-}
-
-static const struct dcache_source_ops guarded_ops = {
-  .read = guarded_read,
-  .changed_areas = guarded_changed,
-  .allocated_areas = guarded_allocated,
-};
 
 /* Journal helpers; called with the journal locked. */
 static void
@@ -275,7 +238,7 @@ disk_thread (void *arg)
   struct run *run = dj->vm->run;
   const struct provider_disk *d = source_disk (dj->src, dj->index);
   const char *host = host_of (dj->src);
-  struct guarded_ref g = { { dj->src, dj->index }, run };
+  struct dcache_disk_ref ref = { dj->src, dj->index };
   struct dcache_params p = { 0 };
   struct dcache_stats st;
   struct dcache *c = NULL;
@@ -301,7 +264,7 @@ disk_thread (void *arg)
   p.image = dj->target;
   p.meta = meta;
   dcache_params_from_source (&p, dj->src, dj->index);
-  c = dcache_open (&p, &guarded_ops, &g);
+  c = dcache_open (&p, &dcache_source_adapter, &ref);
   if (c == NULL)
     goto out;
   dcache_get_stats (c, &st);
@@ -451,6 +414,7 @@ do_round (struct vm_job *vj, unsigned round, bool final)
   snprintf (purpose, sizeof purpose, "%s/%s round %u", run->plan->name, vj->label, round);
   cfg.snapshot = "create";
   cfg.purpose = purpose;
+  cfg.stop = &run->cancel;
   journal_lock (run->journal);
   json_object_set_new (journal_vm (run->journal, vj->label), "bytesToCopy",
                        json_integer (0));
@@ -604,6 +568,7 @@ shut_down (struct vm_job *vj)
   int r;
 
   cfg.metadata_only = true;
+  cfg.stop = &run->cancel;
   src = source_open (&cfg);
   if (src == NULL)
     return -1;
@@ -737,7 +702,7 @@ signal_thread (void *arg)
     log_info ("%s: stopping: in-flight work is aborted, ferry's snapshots are removed; "
               "ferry migrate resumes",
               strsignal (sig));
-    __atomic_store_n (&run->cancel, true, __ATOMIC_RELAXED);
+    run->cancel = sig;
     sched_wake (run->sched);
     pthread_mutex_lock (&run->lock);
     pthread_cond_broadcast (&run->cond);

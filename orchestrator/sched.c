@@ -69,13 +69,14 @@ counter (counter_vector *v, const char *name)
 }
 
 bool
-sched_acquire (struct sched *s, const char *host, const char *datastore, const bool *cancel)
+sched_acquire (struct sched *s, const char *host, const char *datastore,
+               const volatile sig_atomic_t *cancel)
 {
   bool ok = false;
 
   pthread_mutex_lock (&s->lock);
   for (;;) {
-    if (cancel && __atomic_load_n (cancel, __ATOMIC_RELAXED))
+    if (cancel && *cancel)
       break;
     /* Looked up each time: appending may move the vectors. */
     struct counter *h = counter (&s->hosts, host);

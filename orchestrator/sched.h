@@ -10,6 +10,7 @@
 #ifndef FERRY_SCHED_H
 #define FERRY_SCHED_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 struct sched;
@@ -18,10 +19,10 @@ struct sched *sched_new (unsigned per_host, unsigned per_datastore);
 void sched_free (struct sched *s);
 
 /* Wait for a slot of HOST and of DATASTORE; false (without slots) when *CANCEL became
- * true while waiting (sched_wake wakes waiters to look).
+ * non-zero while waiting (sched_wake wakes waiters to look).
  */
 bool sched_acquire (struct sched *s, const char *host, const char *datastore,
-                    const bool *cancel);
+                    const volatile sig_atomic_t *cancel);
 void sched_release (struct sched *s, const char *host, const char *datastore);
 void sched_wake (struct sched *s);
 

@@ -41,7 +41,8 @@ next_data (int fd, uint64_t pos, uint64_t size)
 }
 
 int
-verify_digest (const char *path, uint64_t size, char hex[65], const bool *cancel)
+verify_digest (const char *path, uint64_t size, char hex[65],
+               const volatile sig_atomic_t *cancel)
 {
   CLEANUP_FREE char *buf = malloc (READ_SIZE);
   EVP_MD_CTX *ctx = EVP_MD_CTX_new ();
@@ -89,8 +90,10 @@ verify_digest (const char *path, uint64_t size, char hex[65], const bool *cancel
                  got == 0 ? "the target is shorter than the disk" : strerror (errno));
       goto out;
     }
-    if (cancel && __atomic_load_n (cancel, __ATOMIC_RELAXED))
+    if (cancel && *cancel) {
+      log_error ("%s: verification cancelled", path);
       goto out;
+    }
     for (size_t off = 0; off < len; off += DIGEST_BLOCK_SIZE) {
       uint8_t h[32];
       unsigned hn = 32;

@@ -9,6 +9,7 @@
 #ifndef FERRY_VERIFY_H
 #define FERRY_VERIFY_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -18,9 +19,10 @@
 
 /* The digest of the first SIZE bytes of PATH, read from storage (the file is synced and
  * its cached pages dropped first).  HEX gets 64 hex digits and a NUL.  Stops with -1 when
- * *CANCEL becomes true.  Reports its own errors.
+ * *CANCEL becomes non-zero.  Reports its own errors.
  */
-int verify_digest (const char *path, uint64_t size, char hex[65], const bool *cancel);
+int verify_digest (const char *path, uint64_t size, char hex[65],
+                   const volatile sig_atomic_t *cancel);
 
 /* Compare PERCENT % of disk I's allocated 64 KiB blocks (at least one when it has data),
  * chosen at random, between SRC and the target PATH.  *BLOCKS and *MISMATCHES get the

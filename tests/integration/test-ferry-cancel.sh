@@ -3,7 +3,7 @@
 # ferry migrate, which must behave the same) leaves no snapshot on the VM and a journal
 # that a rerun resumes to a verified copy equal to the source.  The progress stream is
 # JSON lines only, and bytesDone never goes backwards within a round of a disk.
-# The double's per-GET latency makes the rounds slow enough to act in the middle.
+# The double's /folder delay (POST /inject) makes the rounds slow enough to act in the middle.
 # shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
@@ -48,7 +48,7 @@ in_round ()
 stop_mid_round ()
 {
   local vm=$1 how=$2 plan=$tmpdir/$1.plan rc=0
-  control POST "/requests/latency?d=150ms" >/dev/null
+  control POST "/inject?folder-delay=150ms" >/dev/null
   "$ferry" migrate "$plan" --progress=json >"$tmpdir/$vm.progress1" 2>"$tmpdir/$vm.err1" &
   local pid=$!
   cleanup_fn "kill -9 $pid 2>/dev/null"
@@ -59,7 +59,7 @@ stop_mid_round ()
     term) kill -TERM "$pid" ;;
   esac
   wait "$pid" || rc=$?
-  control POST "/requests/latency?d=0" >/dev/null
+  control POST "/inject?folder-delay=0s" >/dev/null
   cat "$tmpdir/$vm.err1"
   [ $rc = 1 ] || fail "$vm: ferry migrate stopped by $how exited $rc, not 1"
   ! kill -0 "$pid" 2>/dev/null || fail "$vm: ferry migrate still runs after $how"

@@ -18,9 +18,9 @@ for vm in ok gone; do
 done
 write_plan "$tmpdir/plan.json" '. * {"vms": [{"name": "ok"}, {"name": "gone"}]}'
 
-# Slow reads (the double's per-GET latency), so that gone is deleted once a progress
+# Slow reads (the double's /folder delay (POST /inject)), so that gone is deleted once a progress
 # line shows its round copying.
-control POST "/requests/latency?d=100ms" >/dev/null
+control POST "/inject?folder-delay=100ms" >/dev/null
 "$ferry" migrate "$tmpdir/plan.json" --progress=json >"$tmpdir/progress" 2>"$tmpdir/ferry.err" &
 pid=$!
 cleanup_fn "kill -9 $pid 2>/dev/null"
@@ -28,7 +28,7 @@ timeout=60 wait_for json_line_matches "$tmpdir/progress" \
   'select(.event == "progress" and .vm == "gone" and .bytesDone > 0)'
 [ "$(vm_json gone | jq '.snapshots | length')" = 1 ] || fail "gone has no snapshot in its round"
 control DELETE /vms/gone
-control POST "/requests/latency?d=0" >/dev/null
+control POST "/inject?folder-delay=0s" >/dev/null
 rc=0
 wait "$pid" || rc=$?
 cat "$tmpdir/ferry.err"

@@ -1,7 +1,6 @@
 // Control channel additions for the ferry orchestrator's tests: a log of
 // /folder GETs with their start and end times (to prove that transfers were
-// or were not concurrent), a latency added to each GET (a slow datastore, so
-// that a test can act in the middle of a round), deleting a VM as vSphere's Destroy_Task does (a
+// or were not concurrent), deleting a VM as vSphere's Destroy_Task does (a
 // VM gone in the middle of a migration), and marking a VM's VMware Tools as
 // running (so that a client's ShutdownGuest path runs).
 //
@@ -38,27 +37,19 @@ var (
 	reqMu      sync.Mutex
 	reqLog     []folderRequest
 	reqDropped int64
-	reqLatency time.Duration // added before each /folder GET is served
 )
 
 func unixSeconds(t time.Time) float64 {
 	return float64(t.UnixNano()) / 1e9
 }
 
-// logFolder starts the log entry of a /folder GET, waits out the latency
-// set through the control channel, and returns the function that ends the
-// entry (serveFolder defers it).
+// logFolder starts the log entry of a /folder GET and returns the function
+// that ends the entry (serveFolder defers it).
 func (d *double) logFolder(r *http.Request) func() {
 	if r.Method != http.MethodGet {
 		return func() {}
 	}
 	start := time.Now()
-	reqMu.Lock()
-	lat := reqLatency
-	reqMu.Unlock()
-	if lat > 0 {
-		time.Sleep(lat)
-	}
 	p, rg := r.URL.Path, r.Header.Get("Range")
 	return func() {
 		e := folderRequest{Path: p, Range: rg, Start: unixSeconds(start), End: unixSeconds(time.Now())}
@@ -86,15 +77,6 @@ func (d *double) controlFerry(ctx context.Context, r *http.Request, seg []string
 		reqLog, reqDropped = nil, 0
 		reqMu.Unlock()
 		return nil, 0, nil, true
-	case r.Method == http.MethodPost && len(seg) == 2 && seg[0] == "requests" && seg[1] == "latency":
-		lat, err := time.ParseDuration(q.Get("d"))
-		if err != nil || lat < 0 {
-			return nil, 0, fmt.Errorf("d=%q: want a duration like 100ms", q.Get("d")), true
-		}
-		reqMu.Lock()
-		reqLatency = lat
-		reqMu.Unlock()
-		return map[string]string{"latency": lat.String()}, 0, nil, true
 	case len(seg) == 2 && seg[0] == "vms" && r.Method == http.MethodDelete:
 		res, code, err = d.deleteVM(ctx, seg[1])
 		return res, code, err, true
