@@ -89,7 +89,7 @@ if fetch refused; then fail "a port nobody listens on served the disk"; fi
 show refused
 grep -q "HEAD $URL/disk: .*[Cc]onnect.* (gave up after [1-9][0-9]* retr[a-z]* in [0-9.]* s)" \
   "$tmpdir/refused.log" || fail "the error does not name the connection failure"
-[ $ms -ge 9000 ] && [ $ms -lt 20000 ] || fail "a refused connection took $ms ms to report"
+((ms >= 9000 && ms < 20000)) || fail "a refused connection took $ms ms to report"
 
 # 4. Retry-After: 1 on two answers: the client waits for it (the delay it logs, and the
 # time it takes), instead of its own 10 ms backoff.
