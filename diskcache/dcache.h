@@ -62,6 +62,10 @@ struct dcache_params {
   uint64_t batch_bytes;
   /* Largest single fetch from the source (0 = default 4 MiB). */
   uint32_t request_max;
+  /* At open, read back and check the SHA-256 of every valid block in the image, not only
+   * a sample: any mismatch makes every block invalid.
+   */
+  bool verify;
 };
 
 struct dcache_stats {
@@ -73,7 +77,9 @@ struct dcache_stats {
   uint64_t invalidated_bytes; /* cleared at open because they changed (or everything) */
   uint64_t valid_bytes;       /* valid now */
   uint64_t persists;          /* bitmap persists (batches) */
+  uint64_t bad_hash_pages;    /* torn or corrupted hash pages found at open */
   bool full_refetch;          /* open invalidated everything */
+  bool image_mismatch;        /* ... because the image is not the one recorded */
 };
 
 struct dcache;
