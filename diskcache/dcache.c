@@ -738,10 +738,13 @@ dcache_stats_string (struct dcache *c, char *buf, size_t len)
             "hits %" PRIu64 " bytes, misses %" PRIu64 " bytes, fetched %" PRIu64
             " bytes in %" PRIu64 " requests, zeroed %" PRIu64 " bytes, invalidated %" PRIu64
             " bytes at open%s, valid %" PRIu64 " of %" PRIu64 " bytes, %" PRIu64
-            " persists",
+            " persists, %" PRIu64 " bad hash pages",
             st.hit_bytes, st.miss_bytes, st.fetched_bytes, st.fetch_requests,
-            st.zeroed_bytes, st.invalidated_bytes, st.full_refetch ? " (full refetch)" : "",
-            st.valid_bytes, c->capacity, st.persists);
+            st.zeroed_bytes, st.invalidated_bytes,
+            st.image_mismatch ? " (full refetch: image mismatch)"
+            : st.full_refetch ? " (full refetch)"
+                              : "",
+            st.valid_bytes, c->capacity, st.persists, st.bad_hash_pages);
 }
 
 int

@@ -172,6 +172,7 @@ cache_open_all (struct source *src, const struct cache_config *cfg)
       .capacity = d->capacity,
       .change_id = d->change_id,
       .block_size = CBT_BLOCK_SIZE,
+      .verify = cfg->verify,
     };
 
     caches[i].src = src;
