@@ -3,7 +3,9 @@
  * A cache is an image file (a sparse file, or an existing file or block device such as a
  * PVC's disk.img) plus a metadata file: the disk's identity, the change id of the source
  * state that the valid blocks hold, a validity bitmap with one bit per block at the
- * source's change granularity, and a SHA-256 per block.  See diskcache/README.md.
+ * source's change granularity, a SHA-256 per block, and the identity of the image it
+ * describes (checked at open: an image removed, truncated, hole-punched or replaced makes
+ * every block invalid).  See diskcache/README.md for what is guaranteed and how.
  *
  *   struct dcache *c = dcache_open (&params, &ops, opaque);  // invalidates what changed
  *   dcache_fill (c, workers, progress, data);                  // fetch what is invalid
@@ -15,7 +17,8 @@
  *
  * THREAD MODEL: dcache_pread, dcache_fill and dcache_stats may be called from any number
  * of threads at once; dcache_open and dcache_close from one thread, with no other call on
- * the same cache in flight.  Only one process may open a cache at a time (a lock file).
+ * the same cache in flight.  Only one process may open a cache, or write an image, at a
+ * time (flock on a lock file and on the image).
  */
 #ifndef FERRY_DCACHE_H
 #define FERRY_DCACHE_H
