@@ -111,7 +111,8 @@ next_run (const uint8_t *valid, const uint8_t *busy, const uint8_t *alloc, uint6
   }
   *first = b;
   *allocated = alloc == NULL || bm_get (alloc, b);
-  for (b++; b < end && b - *first < max_blocks; b++) {
+  /* A zero run costs one call however long it is: only fetches are bounded. */
+  for (b++; b < end && (!*allocated || b - *first < max_blocks); b++) {
     if (bm_get (valid, b) || bm_get (busy, b))
       break;
     if ((alloc == NULL || bm_get (alloc, b)) != *allocated)

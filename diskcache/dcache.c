@@ -11,6 +11,12 @@
  * The new change id and the invalidation are written in ONE metadata persist, before any
  * block is fetched, so a crash can never leave the new id with stale blocks valid.
  *
+ * Before that, the image must be the one the metadata describes (see check_image): the
+ * same size, the same cache id in its extended attribute (or, where there is none, the
+ * same device and inode), no valid data block in a hole, and a sample of valid blocks (all
+ * of them with params->verify) whose bytes still hash to the recorded SHA-256.  An image
+ * removed, truncated, hole-punched or replaced makes every block invalid.
+ *
  * State: see dcache-internal.h (struct dcache, its locks and THREAD MODEL).
  */
 #include <errno.h>
@@ -21,7 +27,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <linux/fs.h>
@@ -29,10 +37,13 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "dcache-internal.h"
 
 #define DEFAULT_BATCH_BYTES (UINT64_C (32) << 20)
 #define DEFAULT_REQUEST_MAX (UINT32_C (4) << 20)
+/* Valid data blocks read back and checked at open (without verify). */
+#define SAMPLE_BLOCKS 32
 
 /* Test-only crash points: FERRY_DCACHE_CRASH_AT=WHERE:N kills the process with SIGKILL
  * the Nth time WHERE is reached ("fetch": a run written to the image, its bits not yet
@@ -66,39 +77,277 @@ crash_setup (void)
   crash_count = strtol (colon + 1, NULL, 10);
 }
 
+/* Open and lock the image; it is grown to the capacity only after check_image. */
 static int
 open_image (struct dcache *c)
 {
   struct stat st;
 
-  c->image_fd = open (c->image_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  c->image_fd = open (c->image_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (c->image_fd == -1 || fstat (c->image_fd, &st) == -1) {
     log_error ("%s: cannot open the cache image: %m", c->image_path);
     return -1;
   }
   if (S_ISBLK (st.st_mode)) {
-    uint64_t size;
     c->image_is_blockdev = true;
-    if (ioctl (c->image_fd, BLKGETSIZE64, &size) == -1) {
+    if (ioctl (c->image_fd, BLKGETSIZE64, &c->image_size) == -1) {
       log_error ("%s: BLKGETSIZE64: %m", c->image_path);
       return -1;
     }
-    if (size < c->capacity) {
+    if (c->image_size < c->capacity) {
       log_error ("%s: the block device has %" PRIu64 " bytes, the disk needs %" PRIu64,
-                 c->image_path, size, c->capacity);
+                 c->image_path, c->image_size, c->capacity);
       return -1;
     }
+    /* A device's node may be another inode in another pod: its number is what counts. */
+    c->image_dev = st.st_rdev;
+    c->image_ino = 0;
   } else if (!S_ISREG (st.st_mode)) {
     log_error ("%s: the cache image must be a regular file or a block device",
                c->image_path);
     return -1;
-  } else if ((uint64_t)st.st_size < c->capacity &&
-             ftruncate (c->image_fd, c->capacity) == -1) {
-    log_error ("%s: cannot grow the cache image to %" PRIu64 " bytes: %m", c->image_path,
-               c->capacity);
+  } else {
+    c->image_size = st.st_size;
+    c->image_dev = st.st_dev;
+    c->image_ino = st.st_ino;
+  }
+  return lock_image (c);
+}
+
+/* Record the image in c->meta: grow it to the capacity, give it a new cache id if NEW_ID
+ * (or it has none), and put the id into its extended attribute where the filesystem has
+ * them.  Made durable (fsync) before the metadata that names it.
+ */
+static int
+record_image (struct dcache *c, bool new_id)
+{
+  static const uint8_t none[META_CACHE_ID_LEN];
+  struct dcache_meta *m = &c->meta;
+  bool changed = false;
+
+  if (new_id || memcmp (m->cache_id, none, sizeof none) == 0) {
+    if (getrandom (m->cache_id, sizeof m->cache_id, 0) != sizeof m->cache_id) {
+      log_error ("getrandom: %m");
+      return -1;
+    }
+    m->flags = 0;
+    changed = true;
+  }
+  if (!c->image_is_blockdev && c->image_size < c->capacity) {
+    struct stat st;
+    if (ftruncate (c->image_fd, c->capacity) == -1 || fstat (c->image_fd, &st) == -1) {
+      log_error ("%s: cannot grow the cache image to %" PRIu64 " bytes: %m", c->image_path,
+                 c->capacity);
+      return -1;
+    }
+    c->image_size = st.st_size;
+    changed = true;
+  }
+  if (!c->image_is_blockdev && !(m->flags & META_IMAGE_XATTR)) {
+    if (fsetxattr (c->image_fd, IMAGE_XATTR, m->cache_id, sizeof m->cache_id, 0) == 0) {
+      m->flags |= META_IMAGE_XATTR;
+      changed = true;
+    } else
+      log_debug ("%s: no extended attribute for the cache id (%m): the image is known "
+                 "by its device and inode",
+                 c->image_path);
+  }
+  if (c->image_is_blockdev)
+    m->flags |= META_IMAGE_BLOCKDEV;
+  m->image_dev = c->image_dev;
+  m->image_ino = c->image_ino;
+  m->image_size = c->image_size;
+  if (changed && fsync (c->image_fd) == -1) {
+    log_error ("%s: fsync: %m", c->image_path);
     return -1;
   }
   return 0;
+}
+
+/* Why the image is certainly not the one c->meta describes, or NULL.  *VERIFY_ALL is set
+ * when it may be (a device or inode number changed, as when a volume is attached
+ * elsewhere, and no cache id on the image tells): then every valid block is checked.
+ */
+static const char *
+image_mismatch (struct dcache *c, char *why, size_t whylen, bool *verify_all)
+{
+  const struct dcache_meta *m = &c->meta;
+  uint8_t id[META_CACHE_ID_LEN];
+
+  if (!!(m->flags & META_IMAGE_BLOCKDEV) != c->image_is_blockdev)
+    snprintf (why, whylen, "the image was a %s, it is a %s now",
+              c->image_is_blockdev ? "file" : "block device",
+              c->image_is_blockdev ? "block device" : "file");
+  else if (c->image_size != m->image_size)
+    snprintf (why, whylen,
+              "the image has %" PRIu64 " bytes, %" PRIu64 " were recorded (truncated, "
+              "removed or replaced)",
+              c->image_size, m->image_size);
+  else if (m->flags & META_IMAGE_XATTR) {
+    ssize_t r = fgetxattr (c->image_fd, IMAGE_XATTR, id, sizeof id);
+    if (r == -1)
+      snprintf (why, whylen, "the image has no cache id (%s): removed or replaced",
+                strerror (errno));
+    else if (r != sizeof id || memcmp (id, m->cache_id, sizeof id) != 0)
+      snprintf (why, whylen, "the image belongs to another cache (its cache id differs)");
+    else
+      return NULL;
+  } else {
+    if (c->image_dev != m->image_dev || c->image_ino != m->image_ino) {
+      log_debug ("%s: device/inode %" PRIx64 "/%" PRIu64 ", recorded %" PRIx64 "/%" PRIu64
+                 ": checking every valid block",
+                 c->image_path, c->image_dev, c->image_ino, m->image_dev, m->image_ino);
+      *verify_all = true;
+    }
+    return NULL;
+  }
+  return why;
+}
+
+/* Is [off, off+len) of a regular-file image entirely a hole?  *DS, *DE: the data segment
+ * found last (start at 0, 0); offsets must not decrease between calls.
+ */
+static bool
+in_hole (struct dcache *c, uint64_t off, uint64_t len, uint64_t *ds, uint64_t *de)
+{
+  if (c->image_is_blockdev)
+    return false;
+  if (off >= *de) {
+    off_t d = lseek (c->image_fd, off, SEEK_DATA), h;
+    if (d == -1) {
+      /* ENXIO: nothing but holes from here; otherwise the filesystem cannot tell. */
+      *ds = errno == ENXIO ? UINT64_MAX : off;
+      *de = UINT64_MAX;
+      return errno == ENXIO;
+    }
+    h = lseek (c->image_fd, d, SEEK_HOLE);
+    *ds = d;
+    *de = h == -1 ? UINT64_MAX : (uint64_t)h;
+  }
+  return *ds >= off + len;
+}
+
+static uint64_t
+block_len (const struct dcache *c, uint64_t b)
+{
+  return b == c->nblocks - 1 && c->capacity % c->block_size ? c->capacity % c->block_size
+                                                            : c->block_size;
+}
+
+/* Does block B of the image still hash to HASH?  0 yes, 1 no (WHY set), -1 error. */
+static int
+check_block (struct dcache *c, uint64_t b, const uint8_t *hash, void *buf, char *why,
+             size_t whylen)
+{
+  uint8_t sum[DCACHE_HASH_LEN];
+  int r = pread_full (c->image_fd, buf, block_len (c, b), b * c->block_size);
+
+  if (r == -1) {
+    log_error ("%s: read at %" PRIu64 ": %m", c->image_path, b * c->block_size);
+    return -1;
+  }
+  if (r == 0) {
+    snprintf (why, whylen, "block %" PRIu64 " is past the end of the image", b);
+    return 1;
+  }
+  block_hash (buf, block_len (c, b), sum);
+  if (memcmp (sum, hash, DCACHE_HASH_LEN) == 0)
+    return 0;
+  snprintf (why, whylen,
+            "the bytes of block %" PRIu64 " in the image do not match its recorded SHA-256",
+            b);
+  return 1;
+}
+
+/* The valid blocks against the image: none may be a hole unless it holds zeros, and
+ * every one (ALL) or a random sample of SAMPLE_BLOCKS data blocks must hash to its
+ * recorded SHA-256.  0 = consistent, 1 = not (WHY set), -1 = error.
+ */
+static int
+check_blocks (struct dcache *c, bool all, char *why, size_t whylen)
+{
+  const uint64_t chunk = 64 * META_HASHES_PER_PAGE;
+  CLEANUP_FREE uint8_t *hashes = malloc (chunk * DCACHE_HASH_LEN);
+  CLEANUP_FREE void *buf = malloc (c->block_size);
+  uint64_t sample[SAMPLE_BLOCKS];
+  uint8_t sample_hash[SAMPLE_BLOCKS][DCACHE_HASH_LEN];
+  uint64_t seen = 0, rng, ds = 0, de = 0, checked = 0;
+  int r;
+
+  if (hashes == NULL || buf == NULL) {
+    log_error ("malloc: %m");
+    return -1;
+  }
+  if (getrandom (&rng, sizeof rng, 0) != sizeof rng)
+    rng = (uint64_t)getpid () * 0x9e3779b97f4a7c15;
+  rng |= 1;
+  for (uint64_t b0 = 0; b0 < c->nblocks; b0 += chunk) {
+    uint64_t k = c->nblocks - b0 < chunk ? c->nblocks - b0 : chunk;
+
+    if (bm_find (c->valid, b0, b0 + k, true) >= b0 + k)
+      continue;
+    /* Zero blocks in a hole of the image: nothing to read (most of a sparse disk). */
+    if (meta_hashes_unwritten (c, b0, k) &&
+        in_hole (c, b0 * c->block_size,
+                 (b0 + k) * c->block_size > c->capacity ? c->capacity - b0 * c->block_size
+                                                        : k * c->block_size,
+                 &ds, &de))
+      continue;
+    if (meta_read_hashes (c, b0, k, hashes) == -1)
+      return -1;
+    for (uint64_t b = bm_find (c->valid, b0, b0 + k, true); b < b0 + k;
+         b = bm_find (c->valid, b + 1, b0 + k, true)) {
+      const uint8_t *h = meta_real_hash (c, b, hashes + (b - b0) * DCACHE_HASH_LEN);
+      const uint8_t *zero = meta_real_hash (c, b, (const uint8_t[DCACHE_HASH_LEN]){ 0 });
+
+      if (in_hole (c, b * c->block_size, block_len (c, b), &ds, &de)) {
+        if (memcmp (h, zero, DCACHE_HASH_LEN) != 0) {
+          snprintf (why, whylen, "block %" PRIu64 " holds data but is a hole in the image",
+                    b);
+          return 1;
+        }
+        continue;
+      }
+      if (all) {
+        if ((r = check_block (c, b, h, buf, why, whylen)) != 0)
+          return r;
+        checked++;
+        continue;
+      }
+      /* Reservoir sampling: each data block has the same chance to be checked. */
+      rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+      if (seen < SAMPLE_BLOCKS || rng % (seen + 1) < SAMPLE_BLOCKS) {
+        uint64_t i = seen < SAMPLE_BLOCKS ? seen : rng % SAMPLE_BLOCKS;
+        sample[i] = b;
+        memcpy (sample_hash[i], h, DCACHE_HASH_LEN);
+      }
+      seen++;
+    }
+  }
+  for (uint64_t i = 0; i < seen && i < SAMPLE_BLOCKS; i++, checked++)
+    if ((r = check_block (c, sample[i], sample_hash[i], buf, why, whylen)) != 0)
+      return r;
+  log_debug ("%s: the image matches its metadata (%" PRIu64 " valid data blocks read back)",
+             c->image_path, checked);
+  return 0;
+}
+
+/* Is the image the one the loaded metadata describes?  0 yes (bad hash pages' blocks
+ * cleared), 1 no (WHY set), -1 error.
+ */
+static int
+check_image (struct dcache *c, bool verify, char *why, size_t whylen)
+{
+  bool all = verify;
+  int64_t bad;
+
+  if (image_mismatch (c, why, whylen, &all))
+    return 1;
+  bad = meta_check_pages (c, c->valid);
+  if (bad == -1)
+    return -1;
+  c->stats.bad_hash_pages = bad;
+  return check_blocks (c, all, why, whylen);
 }
 
 static bool
@@ -148,6 +397,18 @@ invalidate (struct dcache *c, const struct dcache_params *p)
   if (r == -1)
     return -1;
   reason = r == 1 ? why : identity_mismatch (c, p, why, sizeof why);
+  if (reason == NULL) {
+    char image_why[400];
+    int ir = check_image (c, p->verify, image_why, sizeof image_why);
+    if (ir == -1)
+      return -1;
+    if (ir == 1) {
+      snprintf (why, sizeof why, "the image is not the one the metadata %s describes: %s",
+                c->meta_path, image_why);
+      reason = why;
+      c->stats.image_mismatch = true;
+    }
+  }
   if (reason == NULL && strcmp (c->meta.change_id, p->change_id) != 0) {
     r = c->ops->changed_areas (c->opaque, c->meta.change_id, &areas, &source_why);
     if (r == -1)
@@ -168,9 +429,12 @@ invalidate (struct dcache *c, const struct dcache_params *p)
     c->stats.full_refetch = true;
     c->stats.invalidated_bytes = was * c->block_size;
     memset (c->valid, 0, bm_bytes (c->nblocks));
-    if ((c->meta.nblocks != c->nblocks || r == 1) && meta_reset_file (c) == -1)
+    /* A fresh layout: no hash of the old state survives into the new one. */
+    if (meta_reset_file (c) == -1)
       return -1;
   }
+  if (record_image (c, reason != NULL) == -1)
+    return -1;
   /* Record the new point in time together with the invalidation, durably. */
   memset (&c->meta.vm_uuid, 0, sizeof c->meta.vm_uuid);
   memset (&c->meta.disk_id, 0, sizeof c->meta.disk_id);
@@ -246,6 +510,7 @@ dcache_open (const struct dcache_params *p, const struct dcache_source_ops *ops,
     c->request_max = c->block_size;
   pthread_mutex_init (&c->lock, NULL);
   pthread_mutex_init (&c->persist_lock, NULL);
+  pthread_mutex_init (&c->hash_lock, NULL);
   pthread_cond_init (&c->cond, NULL);
   c->image_path = strdup (p->image);
   c->meta_path = strdup (p->meta);
@@ -262,9 +527,18 @@ dcache_open (const struct dcache_params *p, const struct dcache_source_ops *ops,
     log_error ("calloc: %m");
     goto err;
   }
+  {
+    CLEANUP_FREE void *zeros = calloc (1, c->block_size);
+    if (zeros == NULL) {
+      log_error ("calloc: %m");
+      goto err;
+    }
+    block_hash (zeros, c->block_size, c->zero_hash);
+    block_hash (zeros, block_len (c, c->nblocks - 1), c->zero_hash_last);
+  }
   if (lock_acquire (c) == -1 || open_image (c) == -1)
     goto err;
-  c->meta_fd = open (c->meta_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  c->meta_fd = open (c->meta_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (c->meta_fd == -1) {
     log_error ("%s: cannot open the cache metadata: %m", c->meta_path);
     goto err;
@@ -302,6 +576,15 @@ dcache_flush (struct dcache *c)
   uint64_t pending;
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->persist_lock);
 
+  /* After a failed sync the kernel may have dropped data it has reported once and will
+   * not report again: nothing fetched since the last persist can be trusted on disk.
+   */
+  if (__atomic_load_n (&c->sync_failed, __ATOMIC_SEQ_CST)) {
+    log_error ("%s: not recording more blocks as valid: an earlier fdatasync failed in "
+               "this process",
+               c->image_path);
+    return -1;
+  }
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->lock);
     if (!c->dirty)
@@ -312,10 +595,12 @@ dcache_flush (struct dcache *c)
   }
   /* The data, then the block checksums, then the bits that claim them. */
   if (fdatasync (c->image_fd) == -1) {
+    __atomic_store_n (&c->sync_failed, true, __ATOMIC_SEQ_CST);
     log_error ("%s: fdatasync: %m", c->image_path);
     return -1;
   }
   if (fdatasync (c->meta_fd) == -1) {
+    __atomic_store_n (&c->sync_failed, true, __ATOMIC_SEQ_CST);
     log_error ("%s: fdatasync: %m", c->meta_path);
     return -1;
   }
@@ -338,7 +623,8 @@ dcache_close (struct dcache *c)
 
   if (c == NULL)
     return 0;
-  if (c->meta_fd >= 0 && c->image_fd >= 0 && c->dirty)
+  if (c->meta_fd >= 0 && c->image_fd >= 0 &&
+      (c->dirty || __atomic_load_n (&c->sync_failed, __ATOMIC_SEQ_CST)))
     r = dcache_flush (c);
   if (c->image_fd >= 0)
     close (c->image_fd);
@@ -347,6 +633,7 @@ dcache_close (struct dcache *c)
   lock_release (c);
   pthread_mutex_destroy (&c->lock);
   pthread_mutex_destroy (&c->persist_lock);
+  pthread_mutex_destroy (&c->hash_lock);
   pthread_cond_destroy (&c->cond);
   free (c->valid);
   free (c->busy);
@@ -399,6 +686,15 @@ dcache_pread (struct dcache *c, void *buf, size_t count, uint64_t offset)
   bool missed = false;
   char *p = buf;
 
+  /* After a failed sync the kernel may drop the pages it could not write, and a read
+   * would then get the old bytes from the disk: serve nothing more from this image.
+   */
+  if (__atomic_load_n (&c->sync_failed, __ATOMIC_SEQ_CST)) {
+    log_error ("%s: read at %" PRIu64 ": refused: an earlier fdatasync of the cache "
+               "failed in this process",
+               c->image_path, offset);
+    return -1;
+  }
   blocks_of_range (offset, count, c->block_size, c->nblocks, &first, &end);
   if (ensure_valid (c, first, end, &missed) == -1)
     return -1;
@@ -442,10 +738,13 @@ dcache_stats_string (struct dcache *c, char *buf, size_t len)
             "hits %" PRIu64 " bytes, misses %" PRIu64 " bytes, fetched %" PRIu64
             " bytes in %" PRIu64 " requests, zeroed %" PRIu64 " bytes, invalidated %" PRIu64
             " bytes at open%s, valid %" PRIu64 " of %" PRIu64 " bytes, %" PRIu64
-            " persists",
+            " persists, %" PRIu64 " bad hash pages",
             st.hit_bytes, st.miss_bytes, st.fetched_bytes, st.fetch_requests,
-            st.zeroed_bytes, st.invalidated_bytes, st.full_refetch ? " (full refetch)" : "",
-            st.valid_bytes, c->capacity, st.persists);
+            st.zeroed_bytes, st.invalidated_bytes,
+            st.image_mismatch ? " (full refetch: image mismatch)"
+            : st.full_refetch ? " (full refetch)"
+                              : "",
+            st.valid_bytes, c->capacity, st.persists, st.bad_hash_pages);
 }
 
 int
@@ -471,7 +770,9 @@ dcache_digest (struct dcache *c, char *buf, size_t len)
       EVP_MD_CTX_free (ctx);
       return -1;
     }
-    EVP_DigestUpdate (ctx, hashes, k * DCACHE_HASH_LEN);
+    for (uint64_t i = 0; i < k; i++)
+      EVP_DigestUpdate (ctx, meta_real_hash (c, b + i, hashes + i * DCACHE_HASH_LEN),
+                        DCACHE_HASH_LEN);
   }
   EVP_DigestFinal_ex (ctx, sum, &n);
   EVP_MD_CTX_free (ctx);

@@ -3,7 +3,9 @@
  * A cache is an image file (a sparse file, or an existing file or block device such as a
  * PVC's disk.img) plus a metadata file: the disk's identity, the change id of the source
  * state that the valid blocks hold, a validity bitmap with one bit per block at the
- * source's change granularity, and a SHA-256 per block.  See diskcache/README.md.
+ * source's change granularity, a SHA-256 per block, and the identity of the image it
+ * describes (checked at open: an image removed, truncated, hole-punched or replaced makes
+ * every block invalid).  See diskcache/README.md for what is guaranteed and how.
  *
  *   struct dcache *c = dcache_open (&params, &ops, opaque);  // invalidates what changed
  *   dcache_fill (c, workers, progress, data);                  // fetch what is invalid
@@ -15,7 +17,8 @@
  *
  * THREAD MODEL: dcache_pread, dcache_fill and dcache_stats may be called from any number
  * of threads at once; dcache_open and dcache_close from one thread, with no other call on
- * the same cache in flight.  Only one process may open a cache at a time (a lock file).
+ * the same cache in flight.  Only one process may open a cache, or write an image, at a
+ * time (flock on a lock file and on the image).
  */
 #ifndef FERRY_DCACHE_H
 #define FERRY_DCACHE_H
@@ -62,6 +65,10 @@ struct dcache_params {
   uint64_t batch_bytes;
   /* Largest single fetch from the source (0 = default 4 MiB). */
   uint32_t request_max;
+  /* At open, read back and check the SHA-256 of every valid block in the image, not only
+   * a sample: any mismatch makes every block invalid.
+   */
+  bool verify;
 };
 
 struct dcache_stats {
@@ -73,7 +80,9 @@ struct dcache_stats {
   uint64_t invalidated_bytes; /* cleared at open because they changed (or everything) */
   uint64_t valid_bytes;       /* valid now */
   uint64_t persists;          /* bitmap persists (batches) */
+  uint64_t bad_hash_pages;    /* torn or corrupted hash pages found at open */
   bool full_refetch;          /* open invalidated everything */
+  bool image_mismatch;        /* ... because the image is not the one recorded */
 };
 
 struct dcache;

@@ -2,10 +2,13 @@
  *
  * A run is a stretch of invalid blocks of one allocation class that its caller marked
  * busy.  Allocated runs are read from the source in one request and written to the
- * image; unallocated runs are zeroed in the image (a hole punched where possible) and
- * never fetched.  Then the blocks' SHA-256 go to the metadata file and the blocks become
- * valid in memory; they become valid on disk at the next batch persist (dcache_flush),
- * which makes the image durable first.
+ * image; unallocated runs, of any length, are zeroed in the image with one call (a hole
+ * punched, or BLKZEROOUT on a block device) and never fetched.  Then the blocks' SHA-256
+ * go to the metadata file (for zeroed blocks a marker that stands for the constant hash
+ * of a zero block, and which an unwritten hash area already holds: zeroing a 2 TiB
+ * stretch costs no hashing and no metadata writes) and the blocks become valid in
+ * memory; they become valid on disk at the next batch persist (dcache_flush), which makes
+ * the image durable first.
  *
  * Block checksums are SHA-256 through OpenSSL's EVP: already a dependency, and with the
  * SHA-NI instructions of current x86 CPUs (and ARMv8 crypto) it hashes at 1.5+ GB/s per
@@ -60,7 +63,9 @@ zero_image (struct dcache *c, uint64_t offset, uint64_t len)
 
   if (!c->image_is_blockdev) {
     if (fallocate (c->image_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len) ==
-        0)
+            0 ||
+        fallocate (c->image_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, len) ==
+            0)
       return 0;
   } else {
     uint64_t range[2] = { offset, len };
@@ -82,18 +87,15 @@ fetch_run (struct dcache *c, uint64_t first, uint64_t n, bool allocated, void *b
 {
   uint64_t offset = first * c->block_size;
   uint64_t len = n * c->block_size;
-  CLEANUP_FREE uint8_t *hashes = malloc (n * DCACHE_HASH_LEN);
+  CLEANUP_FREE uint8_t *hashes = NULL; /* NULL: zero markers */
   CLEANUP_FREE void *own = NULL;
   int r = -1;
 
   if (offset + len > c->capacity)
     len = c->capacity - offset;
-  if (hashes == NULL) {
-    log_error ("malloc: %m");
-    goto out;
-  }
   if (allocated) {
-    if (buf == NULL && (buf = own = malloc (len)) == NULL) {
+    if ((hashes = malloc (n * DCACHE_HASH_LEN)) == NULL ||
+        (buf == NULL && (buf = own = malloc (len)) == NULL)) {
       log_error ("malloc: %m");
       goto out;
     }
@@ -105,25 +107,8 @@ fetch_run (struct dcache *c, uint64_t first, uint64_t n, bool allocated, void *b
       uint64_t bl = i == n - 1 ? len - i * c->block_size : c->block_size;
       block_hash ((char *)buf + i * c->block_size, bl, hashes + i * DCACHE_HASH_LEN);
     }
-  } else {
-    if (zero_image (c, offset, len) == -1)
-      goto out;
-    for (uint64_t i = 0; i < n; i++) {
-      static const char zeros[65536];
-      uint64_t bl = i == n - 1 ? len - i * c->block_size : c->block_size;
-      /* Blocks larger than 64 KiB: hash zeros in steps is not SHA-256 of the block. */
-      if (bl <= sizeof zeros)
-        block_hash (zeros, bl, hashes + i * DCACHE_HASH_LEN);
-      else {
-        CLEANUP_FREE void *z = calloc (1, bl);
-        if (z == NULL) {
-          log_error ("calloc: %m");
-          goto out;
-        }
-        block_hash (z, bl, hashes + i * DCACHE_HASH_LEN);
-      }
-    }
-  }
+  } else if (zero_image (c, offset, len) == -1)
+    goto out;
   if (meta_write_hashes (c, first, n, hashes) == -1)
     goto out;
   crash_point ("fetch");

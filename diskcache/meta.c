@@ -6,8 +6,20 @@
  *   4096   header slot 1 (4 KiB)      ... and a SHA-256 over the header and its bitmap
  *   8192   bitmap of slot 0           one bit per block, padded to 4 KiB
  *   ...    bitmap of slot 1
- *   ...    SHA-256 of each block      32 bytes per block, written at fetch time
+ *   ...    hash pages                 4 KiB each: the SHA-256 of 127 blocks, written at
+ *                                     fetch time, and a SHA-256 over them and the page
+ * index
  *
+ * The header also records the image the blocks are in (a random cache id, also kept in
+ * an extended attribute of a regular-file image, its device, inode and size); dcache.c
+ * checks it at open.
+ *
+ * The hash pages are not covered by the header checksum (recomputing a SHA-256 over up
+ * to 1 GiB of hashes per persist would cost more than the batch it records): each page
+ * carries its own.  A page is rewritten whole (read, modify, seal, write) under
+ * c->hash_lock.  A torn or corrupted page fails its checksum at the next open, and its
+ * 127 blocks become invalid; an all-zero page is good and holds 127 zero markers, so a
+ * hash area that was never written (a hole) needs no writes.
  * Why a double-buffered fixed layout rather than tmp+rename: a persist writes the slot
  * that is NOT current (its bitmap, then its header with generation+1) and fdatasyncs, so
  * the current slot is never touched.  A crash or a torn write leaves the new slot with a
@@ -47,7 +59,12 @@
 #define H_DISK_ID (H_VM_UUID + META_VM_UUID_LEN)
 #define H_DISK_UUID (H_DISK_ID + META_DISK_ID_LEN)
 #define H_CHANGE_ID (H_DISK_UUID + META_DISK_UUID_LEN)
-#define H_END (H_CHANGE_ID + META_CHANGE_ID_LEN)
+#define H_CACHE_ID (H_CHANGE_ID + META_CHANGE_ID_LEN)
+#define H_FLAGS (H_CACHE_ID + META_CACHE_ID_LEN)
+#define H_IMAGE_DEV (H_FLAGS + 8)
+#define H_IMAGE_INO (H_IMAGE_DEV + 8)
+#define H_IMAGE_SIZE (H_IMAGE_INO + 8)
+#define H_END (H_IMAGE_SIZE + 8)
 #define H_CHECKSUM (META_HEADER_SIZE - 32)
 #define HASH_ALGO_SHA256 1
 
@@ -70,9 +87,15 @@ meta_hash_offset (uint64_t nblocks)
 }
 
 uint64_t
+meta_hash_pages (uint64_t nblocks)
+{
+  return (nblocks + META_HASHES_PER_PAGE - 1) / META_HASHES_PER_PAGE;
+}
+
+uint64_t
 meta_file_size (uint64_t nblocks)
 {
-  return meta_hash_offset (nblocks) + nblocks * DCACHE_HASH_LEN;
+  return meta_hash_offset (nblocks) + meta_hash_pages (nblocks) * META_PAGE_SIZE;
 }
 
 static void
@@ -119,6 +142,50 @@ checksum (const uint8_t *header, const uint8_t *bitmap, size_t bitmap_len, uint8
   EVP_MD_CTX_free (ctx);
 }
 
+#define PAGE_SUM (META_PAGE_SIZE - 32)
+
+/* SHA-256 over the page index and the page's hashes. */
+static void
+page_sum (uint64_t index, const uint8_t *page, uint8_t *out)
+{
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new ();
+  unsigned len = 32;
+  uint8_t le[8];
+
+  put64 (le, index);
+  EVP_DigestInit_ex (ctx, EVP_sha256 (), NULL);
+  EVP_DigestUpdate (ctx, le, sizeof le);
+  EVP_DigestUpdate (ctx, page, META_HASHES_PER_PAGE * DCACHE_HASH_LEN);
+  EVP_DigestFinal_ex (ctx, out, &len);
+  EVP_MD_CTX_free (ctx);
+}
+
+static bool
+all_zero (const uint8_t *p, size_t len)
+{
+  return len == 0 || (p[0] == 0 && memcmp (p, p + 1, len - 1) == 0);
+}
+
+bool
+meta_page_ok (uint64_t index, const uint8_t *page)
+{
+  uint8_t sum[32];
+
+  if (all_zero (page, META_PAGE_SIZE))
+    return true;
+  page_sum (index, page, sum);
+  return memcmp (sum, page + PAGE_SUM, 32) == 0;
+}
+
+void
+meta_page_seal (uint64_t index, uint8_t *page)
+{
+  if (all_zero (page, PAGE_SUM))
+    memset (page + PAGE_SUM, 0, 32);
+  else
+    page_sum (index, page, page + PAGE_SUM);
+}
+
 static int
 put_string (uint8_t *p, size_t field, const char *s, const char *name, char *why,
             size_t whylen)
@@ -154,6 +221,11 @@ meta_encode (const struct dcache_meta *m, const uint8_t *bitmap, uint8_t *header
       put_string (header + H_CHANGE_ID, META_CHANGE_ID_LEN, m->change_id, "change id", why,
                   whylen) == -1)
     return -1;
+  memcpy (header + H_CACHE_ID, m->cache_id, META_CACHE_ID_LEN);
+  put32 (header + H_FLAGS, m->flags);
+  put64 (header + H_IMAGE_DEV, m->image_dev);
+  put64 (header + H_IMAGE_INO, m->image_ino);
+  put64 (header + H_IMAGE_SIZE, m->image_size);
   checksum (header, bitmap, bm_bytes (m->nblocks), header + H_CHECKSUM);
   return 0;
 }
@@ -230,6 +302,11 @@ meta_decode (const uint8_t *header, const uint8_t *bitmap, size_t bitmap_len,
       get_string (header + H_CHANGE_ID, META_CHANGE_ID_LEN, m->change_id, "change id", why,
                   whylen) == -1)
     return -1;
+  memcpy (m->cache_id, header + H_CACHE_ID, META_CACHE_ID_LEN);
+  m->flags = get32 (header + H_FLAGS);
+  m->image_dev = get64 (header + H_IMAGE_DEV);
+  m->image_ino = get64 (header + H_IMAGE_INO);
+  m->image_size = get64 (header + H_IMAGE_SIZE);
   /* Bits past the last block must be clear: otherwise the bitmap is not this header's. */
   for (uint64_t b = m->nblocks; b < bm_bytes (m->nblocks) * 8; b++) {
     if (bm_get (bitmap, b)) {
@@ -363,9 +440,12 @@ meta_persist (struct dcache *c, const uint8_t *bitmap)
     goto err;
   crash_point ("persist");
   if (pwrite_full (c->meta_fd, header + META_HEADER_SIZE / 2, META_HEADER_SIZE / 2,
-                   slot * META_HEADER_SIZE + META_HEADER_SIZE / 2) == -1 ||
-      fdatasync (c->meta_fd) == -1)
+                   slot * META_HEADER_SIZE + META_HEADER_SIZE / 2) == -1)
     goto err;
+  if (fdatasync (c->meta_fd) == -1) {
+    __atomic_store_n (&c->sync_failed, true, __ATOMIC_SEQ_CST);
+    goto err;
+  }
   c->meta = m;
   c->active_slot = slot;
   return 0;
@@ -375,13 +455,83 @@ err:
   return -1;
 }
 
+/* Pages are read, changed and written in chunks of this many. */
+#define CHUNK_PAGES 256
+
+static uint64_t
+page_offset (const struct dcache *c, uint64_t page)
+{
+  return meta_hash_offset (c->nblocks) + page * META_PAGE_SIZE;
+}
+
 int
 meta_write_hashes (struct dcache *c, uint64_t first, uint64_t n, const uint8_t *hashes)
 {
-  if (pwrite_full (c->meta_fd, hashes, n * DCACHE_HASH_LEN,
-                   meta_hash_offset (c->nblocks) + first * DCACHE_HASH_LEN) == -1) {
-    log_error ("%s: cannot write block checksums: %m", c->meta_path);
+  uint64_t end = first + n;
+  uint64_t page = first / META_HASHES_PER_PAGE;
+  uint64_t last_page = (end - 1) / META_HASHES_PER_PAGE;
+  CLEANUP_FREE uint8_t *buf = NULL;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&c->hash_lock);
+
+  if (n == 0)
+    return 0;
+  buf = malloc (CHUNK_PAGES * META_PAGE_SIZE);
+  if (buf == NULL) {
+    log_error ("malloc: %m");
     return -1;
+  }
+  while (page <= last_page) {
+    uint64_t k = last_page - page + 1 < CHUNK_PAGES ? last_page - page + 1 : CHUNK_PAGES;
+    uint64_t lo = UINT64_MAX, hi = 0; /* pages changed, [lo, hi] */
+
+    /* Zero markers over a hole of the hash area: already there. */
+    if (hashes == NULL) {
+      off_t data = lseek (c->meta_fd, page_offset (c, page), SEEK_DATA);
+      if (data == -1 && errno == ENXIO)
+        break;
+      if (data > (off_t)page_offset (c, page) &&
+          (data - page_offset (c, page)) / META_PAGE_SIZE > 0) {
+        page += (data - page_offset (c, page)) / META_PAGE_SIZE;
+        continue;
+      }
+    }
+
+    if (pread_full (c->meta_fd, buf, k * META_PAGE_SIZE, page_offset (c, page)) != 1) {
+      log_error ("%s: cannot read block checksums: %m", c->meta_path);
+      return -1;
+    }
+    for (uint64_t i = 0; i < k; i++) {
+      uint8_t *pg = buf + i * META_PAGE_SIZE;
+      uint64_t b0 = (page + i) * META_HASHES_PER_PAGE;
+      uint64_t from = first > b0 ? first - b0 : 0;
+      uint64_t to = end - b0 < META_HASHES_PER_PAGE ? end - b0 : META_HASHES_PER_PAGE;
+      uint8_t *dst = pg + from * DCACHE_HASH_LEN;
+      size_t len = (to - from) * DCACHE_HASH_LEN;
+
+      if (!meta_page_ok (page + i, pg)) {
+        log_error ("%s: block checksum page %" PRIu64 " is corrupted (changed behind "
+                   "this cache's back): not writing over it",
+                   c->meta_path, page + i);
+        return -1;
+      }
+      if (hashes ? memcmp (dst, hashes + (b0 + from - first) * DCACHE_HASH_LEN, len) == 0
+                 : all_zero (dst, len))
+        continue;
+      if (hashes)
+        memcpy (dst, hashes + (b0 + from - first) * DCACHE_HASH_LEN, len);
+      else
+        memset (dst, 0, len);
+      meta_page_seal (page + i, pg);
+      lo = i < lo ? i : lo;
+      hi = i;
+    }
+    if (lo != UINT64_MAX &&
+        pwrite_full (c->meta_fd, buf + lo * META_PAGE_SIZE, (hi - lo + 1) * META_PAGE_SIZE,
+                     page_offset (c, page + lo)) == -1) {
+      log_error ("%s: cannot write block checksums: %m", c->meta_path);
+      return -1;
+    }
+    page += k;
   }
   return 0;
 }
@@ -389,10 +539,96 @@ meta_write_hashes (struct dcache *c, uint64_t first, uint64_t n, const uint8_t *
 int
 meta_read_hashes (struct dcache *c, uint64_t first, uint64_t n, uint8_t *hashes)
 {
-  if (pread_full (c->meta_fd, hashes, n * DCACHE_HASH_LEN,
-                  meta_hash_offset (c->nblocks) + first * DCACHE_HASH_LEN) != 1) {
-    log_error ("%s: cannot read block checksums: %m", c->meta_path);
-    return -1;
+  uint8_t pg[META_PAGE_SIZE];
+  uint64_t b = first, end = first + n;
+
+  while (b < end) {
+    uint64_t page = b / META_HASHES_PER_PAGE, b0 = page * META_HASHES_PER_PAGE;
+    uint64_t to = end - b0 < META_HASHES_PER_PAGE ? end - b0 : META_HASHES_PER_PAGE;
+
+    if (pread_full (c->meta_fd, pg, sizeof pg, page_offset (c, page)) != 1) {
+      log_error ("%s: cannot read block checksums: %m", c->meta_path);
+      return -1;
+    }
+    if (!meta_page_ok (page, pg)) {
+      log_error ("%s: block checksum page %" PRIu64 " (blocks %" PRIu64 "-%" PRIu64
+                 ") is corrupted",
+                 c->meta_path, page, b0, b0 + META_HASHES_PER_PAGE - 1);
+      return -1;
+    }
+    memcpy (hashes + (b - first) * DCACHE_HASH_LEN, pg + (b - b0) * DCACHE_HASH_LEN,
+            (b0 + to - b) * DCACHE_HASH_LEN);
+    b = b0 + to;
   }
   return 0;
+}
+
+bool
+meta_hashes_unwritten (struct dcache *c, uint64_t first, uint64_t n)
+{
+  uint64_t from = page_offset (c, first / META_HASHES_PER_PAGE);
+  uint64_t to = page_offset (c, (first + n - 1) / META_HASHES_PER_PAGE + 1);
+  off_t data = lseek (c->meta_fd, from, SEEK_DATA);
+
+  return (data == -1 && errno == ENXIO) || (data != -1 && (uint64_t)data >= to);
+}
+
+int64_t
+meta_check_pages (struct dcache *c, uint8_t *valid)
+{
+  uint64_t npages = meta_hash_pages (c->nblocks), bad = 0;
+  CLEANUP_FREE uint8_t *buf = malloc (CHUNK_PAGES * META_PAGE_SIZE);
+
+  if (buf == NULL) {
+    log_error ("malloc: %m");
+    return -1;
+  }
+  for (uint64_t page = 0; page < npages;) {
+    uint64_t k = npages - page < CHUNK_PAGES ? npages - page : CHUNK_PAGES;
+    off_t data = lseek (c->meta_fd, page_offset (c, page), SEEK_DATA);
+
+    /* A hole holds good (all-zero) pages: skip it. */
+    if (data == -1 && errno == ENXIO)
+      break;
+    if (data > (off_t)page_offset (c, page)) {
+      uint64_t skip = (data - page_offset (c, page)) / META_PAGE_SIZE;
+      if (skip > 0) {
+        page += skip;
+        continue;
+      }
+    }
+    if (pread_full (c->meta_fd, buf, k * META_PAGE_SIZE, page_offset (c, page)) != 1) {
+      log_error ("%s: cannot read block checksums: %m", c->meta_path);
+      return -1;
+    }
+    for (uint64_t i = 0; i < k; i++) {
+      uint64_t b0 = (page + i) * META_HASHES_PER_PAGE;
+      uint64_t nb =
+          c->nblocks - b0 < META_HASHES_PER_PAGE ? c->nblocks - b0 : META_HASHES_PER_PAGE;
+      static const uint8_t empty[META_PAGE_SIZE];
+
+      if (meta_page_ok (page + i, buf + i * META_PAGE_SIZE))
+        continue;
+      bad++;
+      log_debug ("%s: block checksum page %" PRIu64 " is torn or corrupted: blocks %" PRIu64
+                 "-%" PRIu64 " become invalid",
+                 c->meta_path, page + i, b0, b0 + nb - 1);
+      bm_set_range (valid, b0, nb, false);
+      if (pwrite_full (c->meta_fd, empty, sizeof empty, page_offset (c, page + i)) == -1) {
+        log_error ("%s: cannot rewrite block checksums: %m", c->meta_path);
+        return -1;
+      }
+    }
+    page += k;
+  }
+  return bad;
+}
+
+const uint8_t *
+meta_real_hash (const struct dcache *c, uint64_t b, const uint8_t *stored)
+{
+  if (!hash_is_marker (stored))
+    return stored;
+  return b == c->nblocks - 1 && c->capacity % c->block_size ? c->zero_hash_last
+                                                            : c->zero_hash;
 }

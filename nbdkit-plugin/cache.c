@@ -123,7 +123,7 @@ cache_open_all (struct source *src, const struct cache_config *cfg)
     const struct provider_disk *d = source_disk (src, i);
     CLEANUP_FREE char *image = NULL;
     CLEANUP_FREE char *meta = NULL;
-    struct dcache_params p = { 0 };
+    struct dcache_params p = { .verify = cfg->verify };
 
     caches[i].ref = (struct dcache_disk_ref){ src, i };
     if (cache_paths (cfg, d, &image, &meta) == -1)

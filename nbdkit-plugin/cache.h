@@ -11,6 +11,7 @@ struct cache_config {
   const char *cache;     /* cache=PATH: image of the one served disk */
   const char *cache_dir; /* cache-dir=DIR: metadata (and images) per disk */
   bool fill;             /* fill=true: fetch every invalid block before serving */
+  bool verify;           /* verify=true: check every valid block's SHA-256 at open */
   unsigned connections;  /* fill workers */
 };
 

@@ -198,6 +198,11 @@ ferry_config (const char *key, const char *value)
                     value);
       return -1;
     }
+  } else if (strcmp (key, "verify") == 0) {
+    int r = nbdkit_parse_bool (value);
+    if (r == -1)
+      return -1;
+    cache_config.verify = r;
   } else if (strcmp (key, "connections") == 0) {
     if (nbdkit_parse_unsigned ("connections", value, &config.connections) == -1)
       return -1;
@@ -237,7 +242,8 @@ ferry_config_complete (void)
   "cache=PATH                Cache the one served disk in PATH (file or block device).\n"  \
   "cache-dir=DIR             Cache metadata (and, without cache=, images) per disk in "    \
   "DIR.\n"                                                                                 \
-  "fill=true                 Fetch every changed or missing block before serving."
+  "fill=true                 Fetch every changed or missing block before serving.\n"       \
+  "verify=true               Check every cached block against its SHA-256 at open."
 
 /* PARALLEL: every callback is thread-safe — reads borrow a handle from the HTTP pool, the
  * per-disk allocated map is computed once under a lock, and nothing else changes after
