@@ -19,10 +19,14 @@ unsigned pool_conns (const struct nbd_pool *pool);
 const char *pool_description (const struct nbd_pool *pool);
 const char *pool_export_name (const struct nbd_pool *pool);
 
-/* Both return 0 or -errno (-EIO when the server did not answer within the timeout). */
+/* Returns 0 or -EIO, whatever went wrong (an error answer, no answer within the timeout,
+ * a lost connection).
+ */
 int pool_pread (struct nbd_pool *pool, void *buf, size_t count, uint64_t offset);
 
-/* SEEK_DATA / SEEK_HOLE from base:allocation; returns the offset or -errno (-ENXIO). */
+/* SEEK_DATA / SEEK_HOLE from base:allocation; returns the offset, -ENXIO past the end, or
+ * -EIO.
+ */
 off_t pool_seek (struct nbd_pool *pool, off_t offset, int whence);
 
 /* One export as listed by the server: name and description (either may be "").  */
