@@ -486,7 +486,7 @@ is_flag_set (struct nbd_handle *h, void *arg)
 }
 
 int
-nbd_list_exports (const char *uri, int timeout, struct export_info **exports)
+nbd_list_exports (const char *uri, int timeout, bool required, struct export_info **exports)
 {
   export_vector v = empty_vector;
   struct nbd_handle *h;
@@ -497,24 +497,46 @@ nbd_list_exports (const char *uri, int timeout, struct export_info **exports)
   h = connect_uri (uri, timeout, true);
   if (h == NULL)
     return -1;
-  if (nbd_aio_opt_list (
-          h, (nbd_list_callback){ .callback = list_cb, .user_data = &v },
-          (nbd_completion_callback){ .callback = list_done_cb, .user_data = &done }) == -1)
-    r = -EIO;
-  else
-    r = poll_until (h, is_flag_set, &done, now_ms () + timeout * 1000);
+  if (!nbd_aio_is_negotiating (h)) {
+    /* An oldstyle server: no options, only its one export. */
+    if (required) {
+      log_error ("%s: listing exports: the server does not negotiate options", uri);
+      goto err;
+    }
+    goto unlisted;
+  }
+  if (nbd_aio_opt_list (h, (nbd_list_callback){ .callback = list_cb, .user_data = &v },
+                        (nbd_completion_callback){ .callback = list_done_cb,
+                                                   .user_data = &done }) == -1) {
+    log_error ("%s: listing exports: %s", uri, nbd_get_error ());
+    goto err;
+  }
+  r = poll_until (h, is_flag_set, &done, now_ms () + timeout * 1000);
   if (r == -ETIMEDOUT) {
     log_error ("%s: listing exports: no answer within %d s", uri, timeout);
     goto err;
   }
-  if (r != 0 || done != 1) {
-    /* A server without NBD_OPT_LIST: mount its default export only. */
-    if (ferryfs_verbose)
-      log_debug ("%s: cannot list exports: %s", uri, nbd_get_error ());
+  if (r != 0 || (done != 1 && !nbd_aio_is_negotiating (h))) {
+    /* The connection broke: the list is unknown, and a part of it is not the VM. */
+    log_error ("%s: listing exports: %s", uri,
+               done < 0 ? strerror (-done - 1)
+                        : (nbd_get_error () ? nbd_get_error () : "connection lost"));
+    goto err;
+  }
+  if (done != 1) {
+    /* The server answered the option with an error: it cannot list. */
+    if (required) {
+      log_error ("%s: listing exports: the server answered with an error (%s)", uri,
+                 strerror (-done - 1));
+      goto err;
+    }
+    log_error ("%s: the server cannot list its exports (%s); mounting its default export",
+               uri, strerror (-done - 1));
     free_exports (v.ptr, v.len);
     v = (export_vector)empty_vector;
   }
   nbd_aio_opt_abort (h);
+unlisted:
   nbd_close (h);
   *exports = v.ptr;
   return (int)v.len;
