@@ -79,10 +79,12 @@ stop_ferryfs "$mp" "$FERRYFS_PID"
 has_snapshots 0
 control POST "/tasks?delay=0s" >/dev/null
 
-# read_error OFFSET-IN-64K: dd's message reading one block of the disk.
+# read_error OFFSET-IN-64K: dd's message reading one block of the disk (O_DIRECT: the
+# read itself goes to ferryfs, not a read-ahead whose error the kernel would not show).
 read_error ()
 {
-  if dd if="$mp/disks/hard-disk-1" of=/dev/null bs=64K skip="$1" count=1 2>"$tmpdir/dd.err"; then
+  if dd if="$mp/disks/hard-disk-1" of=/dev/null bs=64K skip="$1" count=1 iflag=direct \
+    2>"$tmpdir/dd.err"; then
     echo ok
   else
     sed -n 's/^dd: error reading .*: //p' "$tmpdir/dd.err"
