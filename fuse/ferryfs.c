@@ -549,17 +549,34 @@ out:
   return r;
 }
 
+/* The parent of detach: a signal to it (^C while it waits) goes to the child, which then
+ * gives up in order (see wait_for_nbdkit) and tells it so.
+ */
+static pid_t detached_child = -1;
+
+static void
+forward_signal (int sig)
+{
+  int saved_errno = errno;
+
+  if (detached_child > 0)
+    kill (detached_child, SIGTERM);
+  errno = saved_errno;
+}
+
 /* Detaches: the parent waits for the child's word (one byte on a pipe) and exits 0 once
  * the child mounted, 1 when it failed.  Returns the child's end of the pipe.
  */
 static int
 detach (void)
 {
+  struct sigaction sa = { .sa_handler = forward_signal };
   int fds[2];
   pid_t pid;
+  ssize_t r;
   char c;
 
-  if (pipe (fds) == -1) {
+  if (pipe2 (fds, O_CLOEXEC) == -1) {
     log_error ("pipe: %m");
     exit (EXIT_FAILURE);
   }
@@ -569,10 +586,15 @@ detach (void)
     exit (EXIT_FAILURE);
   }
   if (pid > 0) {
+    detached_child = pid;
+    sigemptyset (&sa.sa_mask);
+    sigaction (SIGINT, &sa, NULL);
+    sigaction (SIGTERM, &sa, NULL);
+    sigaction (SIGHUP, &sa, NULL);
     close (fds[1]);
-    if (read (fds[0], &c, 1) == 1 && c == '0')
-      _exit (EXIT_SUCCESS);
-    _exit (EXIT_FAILURE);
+    while ((r = read (fds[0], &c, 1)) == -1 && errno == EINTR)
+      ;
+    _exit (r == 1 && c == '0' ? EXIT_SUCCESS : EXIT_FAILURE);
   }
   close (fds[0]);
   setsid ();

@@ -2,7 +2,8 @@
 # ferryfs and the nbdkit it starts, over the vSphere double with snapshot=create:
 # - snapshot creation slower than --start-timeout: ferryfs gives up without killing nbdkit
 #   in its get_ready (which would leave the snapshot): no snapshot, no nbdkit, no mount;
-#   the same for SIGINT during the start; slow but within the timeout, it mounts;
+#   the same for SIGINT during the start, also to the process that waits for a detaching
+#   ferryfs; slow but within the timeout, it mounts;
 # - nbdkit stopped with SIGTERM under the mount: reads fail with EIO (not ESHUTDOWN), and
 #   nbdkit, whose clients ferryfs lets go, exits and removes its snapshot;
 # - nbdkit killed: reads fail with EIO;
@@ -70,6 +71,20 @@ run_ferryfs "$mp" -- nbdkit "$plugin" "${plugin_args[@]}"
 wait_for has_snapshots 1
 kill -INT "$FFS_PID"
 expect_gave_up "interrupted while nbdkit was starting"
+
+# Without -f, the ^C goes to the process that waits for the mount: it passes it on, and
+# exits 1 once the detached ferryfs has stopped nbdkit in order.
+cleanup_fn "fusermount3 -u '$mp' 2>/dev/null" # (when it was mounted after all)
+"$ferryfs" "$mp" -- nbdkit "$plugin" "${plugin_args[@]}" 2>"$tmpdir/ffs.err" &
+FFS_PID=$!
+wait_for has_snapshots 1
+kill -INT "$FFS_PID"
+rc=0
+wait "$FFS_PID" || rc=$?
+cat "$tmpdir/ffs.err"
+[ $rc = 1 ] || fail "ferryfs (detaching) exited with $rc after SIGINT"
+grep -q "ferryfs: interrupted while nbdkit was starting" "$tmpdir/ffs.err" || fail "not interrupted"
+has_snapshots 0 || fail "the snapshot was left behind"
 
 # Slow, within the start timeout: mounted.
 control POST "/tasks?delay=2s" >/dev/null
