@@ -9,9 +9,20 @@
  * Unless -f, the process detaches once mounted and the parent exits 0 (or 1 when
  * anything before the mount failed, after the error was printed).
  *
- * Shut-down (SIGTERM, SIGINT, fusermount3 -u): leave the loop, unmount, close the NBD
- * connections, then stop nbdkit with SIGTERM and wait for it, so the plugin removes any
- * snapshot it created.
+ * nbdkit is never killed before it serves: its plugin creates a snapshot in get_ready,
+ * before nbdkit installs its signal handlers, so a SIGTERM then would end it without its
+ * cleanup and leave the snapshot.  ferryfs waits while nbdkit is starting (telling the
+ * user every NOTE_INTERVAL seconds); past --start-timeout, or after SIGTERM/SIGINT/SIGHUP,
+ * it gives up, which means waiting until nbdkit serves (then stopping it in order) or
+ * exits by itself.
+ *
+ * The private directory (socket, pidfile, the plugin's vm.json) is removed at exit; a
+ * janitor child (a fork of ferryfs that only waits) removes it when ferryfs itself was
+ * killed: it sees its pipe from ferryfs close, waits for nbdkit to exit, and cleans up.
+ *
+ * Shut-down (SIGTERM, SIGINT, fusermount3 -u): leave the loop, stop the inspection,
+ * unmount, close the NBD connections, then stop nbdkit with SIGTERM and wait for it, so
+ * the plugin removes any snapshot it created.
  *
  * THREAD MODEL: the globals here are set by the main thread before the FUSE loop starts
  * and only read afterwards; the loop's worker threads run fs.c.  nbdkit is started from
@@ -25,10 +36,14 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -39,25 +54,32 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/util.h"
 
 #include "ferryfs.h"
 
 #define PROGRAM "ferryfs"
+#define NOTE_INTERVAL 30 /* seconds between "still waiting for nbdkit" notes */
 
 int ferryfs_verbose;
 int ferryfs_shutdown_fd = -1;
 static int shutdown_pipe[2] = { -1, -1 };
 static struct fuse_session *signal_session;
+static volatile sig_atomic_t stop_requested;
 
 static unsigned connections = 4;
 static int timeout = 30;
+static int start_timeout = 1800;
 static bool foreground;
 static const char *pidfile;
 static char *fuse_opts; /* comma-separated -o options */
 
-/* The nbdkit child in command mode. */
+/* The nbdkit child in command mode, and the janitor of its private directory. */
 static pid_t nbdkit_pid = -1;
 static char *private_dir;
+static pid_t janitor_pid = -1;
+static int janitor_fd = -1; /* ferryfs's end of the janitor's pipe */
+static const char *const private_files[] = { "nbd.sock", "nbdkit.pid", "vm.json" };
 
 static void
 print_error (const char *msg)
@@ -71,7 +93,23 @@ print_debug (const char *msg)
   fprintf (stderr, PROGRAM ": debug: %s\n", msg);
 }
 
+static void note (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+
+/* Progress the user should see (not an error). */
+static void
+note (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  fprintf (stderr, PROGRAM ": ");
+  vfprintf (stderr, fs, args);
+  fprintf (stderr, "\n");
+  va_end (args);
+}
+
 static void usage (int status) __attribute__ ((noreturn));
+static void request_shutdown (void);
 
 static void
 usage (int status)
@@ -94,6 +132,10 @@ usage (int status)
       "                         multi-conn (default 4)\n"
       "  -t, --timeout=SECONDS  a read fails with EIO when the server has not\n"
       "                         answered within SECONDS (default 30)\n"
+      "  -s, --start-timeout=SECONDS\n"
+      "                         give up when nbdkit does not serve within SECONDS\n"
+      "                         (default 1800); nbdkit is then stopped once it\n"
+      "                         serves, so that it removes its snapshot\n"
       "  -f, --foreground       do not detach; stay until unmounted\n"
       "  -P, --pidfile=FILE     write ferryfs's pid to FILE once mounted\n"
       "  -o, --option=OPT[,..]  extra FUSE mount options (e.g. allow_other)\n"
@@ -171,21 +213,154 @@ is_ferry_plugin (const char *arg)
   return strcmp (arg, "ferry") == 0 || strcmp (base, "nbdkit-ferry-plugin.so") == 0;
 }
 
+/* Removes the private directory and what nbdkit and ferryfs put in it. */
+static void
+remove_private_dir (const char *dir)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof private_files / sizeof private_files[0]; i++) {
+    CLEANUP_FREE char *path = NULL;
+
+    if (asprintf (&path, "%s/%s", dir, private_files[i]) != -1)
+      unlink (path);
+  }
+  rmdir (dir);
+}
+
+/* The janitor: reads nbdkit's pid from FD, then waits for FD to close (ferryfs exited,
+ * however it ended) and for nbdkit to exit, and removes the private directory.  It
+ * ignores the signals a terminal sends, so that a ^C does not end it before nbdkit.
+ */
+static void __attribute__ ((noreturn)) janitor (int fd)
+{
+  int pidfd = -1;
+  pid_t pid;
+  ssize_t r;
+
+  signal (SIGINT, SIG_IGN);
+  signal (SIGHUP, SIG_IGN);
+  signal (SIGTERM, SIG_IGN);
+  prctl (PR_SET_NAME, "ferryfs-janitor");
+  for (;;) {
+    r = read (fd, &pid, sizeof pid);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r != sizeof pid)
+      break;
+    if (pidfd == -1)
+      pidfd = pidfd_open (pid, 0); /* fails only when nbdkit is already gone */
+  }
+  if (pidfd >= 0) {
+    struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+
+    while (poll (&pfd, 1, -1) == -1 && errno == EINTR)
+      ;
+  }
+  remove_private_dir (private_dir);
+  _exit (EXIT_SUCCESS);
+}
+
+/* Forks the janitor of private_dir.  Returns 0, or -1 after reporting an error. */
+static int
+start_janitor (void)
+{
+  int fds[2], i;
+
+  if (pipe2 (fds, O_CLOEXEC) == -1) {
+    log_error ("pipe: %m");
+    return -1;
+  }
+  janitor_pid = fork ();
+  if (janitor_pid == -1) {
+    log_error ("fork: %m");
+    close (fds[0]);
+    close (fds[1]);
+    return -1;
+  }
+  if (janitor_pid == 0) {
+    /* Hold nothing of ferryfs's: above all not the pipe the detaching parent reads. */
+    close (fds[1]);
+    if (fds[0] > 3)
+      close_range (3, fds[0] - 1, 0);
+    close_range (fds[0] + 1, ~0U, 0);
+    i = open ("/dev/null", O_RDWR);
+    if (i >= 0) {
+      dup2 (i, 0);
+      dup2 (i, 1);
+      dup2 (i, 2);
+      close (i);
+    }
+    setpgid (0, 0);
+    janitor (fds[0]);
+  }
+  close (fds[0]);
+  janitor_fd = fds[1];
+  return 0;
+}
+
+/* Waits until nbdkit writes PID_PATH (it serves: its plugin is ready and its signal
+ * handlers are installed) or exits.  Returns 0 when it serves, -1 when it exited or
+ * ferryfs gave up (nbdkit then serves and stop_nbdkit stops it in order).
+ */
+static int
+wait_for_nbdkit (const char *name, const char *pid_path)
+{
+  double start = time_monotonic (), next_note = start + NOTE_INTERVAL, now;
+  bool giving_up = false;
+  int status;
+
+  for (;;) {
+    struct stat st;
+
+    if (stat (pid_path, &st) == 0 && st.st_size > 0)
+      return giving_up ? -1 : 0;
+    if (waitpid (nbdkit_pid, &status, WNOHANG) == nbdkit_pid) {
+      nbdkit_pid = -1;
+      if (!giving_up)
+        log_error ("%s exited (%s %d) before serving; see its messages above", name,
+                   WIFEXITED (status) ? "status" : "signal",
+                   WIFEXITED (status) ? WEXITSTATUS (status) : WTERMSIG (status));
+      return -1;
+    }
+    now = time_monotonic ();
+    if (!giving_up && (stop_requested || now - start >= start_timeout)) {
+      giving_up = true;
+      if (stop_requested)
+        log_error ("interrupted while %s was starting", name);
+      else
+        log_error ("%s did not start serving within %d s (--start-timeout)", name,
+                   start_timeout);
+      log_error ("waiting for %s (pid %d) to serve or to exit before stopping it, so "
+                 "that it removes what it created (such as a snapshot); 'kill -9 %d' "
+                 "abandons it and leaves that behind",
+                 name, (int)nbdkit_pid, (int)nbdkit_pid);
+      next_note = now + NOTE_INTERVAL;
+    } else if (now >= next_note) {
+      note ("%s %s (pid %d) for %.0f s; it may be waiting for a slow server (creating a "
+            "snapshot)",
+            giving_up ? "still waiting for" : "waiting for", name, (int)nbdkit_pid,
+            now - start);
+      next_note = now + NOTE_INTERVAL;
+    }
+    sleep_ms (20);
+  }
+}
+
 /* Starts CMD (nbdkit ...) on a private socket and waits until it serves.  Returns the
  * socket path, and in *VM_JSON the plugin's vm.json path when the plugin is ferry's.
  */
 static char *
-start_nbdkit (char **cmd, int n, char **vm_json)
+start_nbdkit (char **cmd, int n, char **vm_json, bool *ferry)
 {
   char tmpl[] = "/tmp/ferryfs.XXXXXX";
   const char *tmp = getenv ("TMPDIR");
   char *sock = NULL, *pid_path = NULL, *json_path = NULL;
   char **argv;
-  bool ferry = false;
-  int i, j = 0, status;
-  time_t deadline;
+  int i, j = 0;
 
   *vm_json = NULL;
+  *ferry = false;
   if (tmp && *tmp && asprintf (&private_dir, "%s/ferryfs.XXXXXX", tmp) != -1)
     private_dir = mkdtemp (private_dir);
   else
@@ -194,13 +369,15 @@ start_nbdkit (char **cmd, int n, char **vm_json)
     log_error ("private directory: %m");
     return NULL;
   }
-  if (asprintf (&sock, "%s/nbd.sock", private_dir) == -1 ||
-      asprintf (&pid_path, "%s/nbdkit.pid", private_dir) == -1 ||
-      asprintf (&json_path, "%s/vm.json", private_dir) == -1)
+  if (start_janitor () == -1)
+    return NULL;
+  if (asprintf (&sock, "%s/%s", private_dir, private_files[0]) == -1 ||
+      asprintf (&pid_path, "%s/%s", private_dir, private_files[1]) == -1 ||
+      asprintf (&json_path, "%s/%s", private_dir, private_files[2]) == -1)
     goto oom;
 
   for (i = 1; i < n; i++)
-    ferry |= is_ferry_plugin (cmd[i]);
+    *ferry |= is_ferry_plugin (cmd[i]);
   argv = calloc (n + 10, sizeof *argv);
   if (argv == NULL)
     goto oom;
@@ -214,7 +391,7 @@ start_nbdkit (char **cmd, int n, char **vm_json)
   for (i = 1; i < n; i++)
     argv[j++] = cmd[i];
   CLEANUP_FREE char *vm_json_arg = NULL;
-  if (ferry) {
+  if (*ferry) {
     if (asprintf (&vm_json_arg, "vm-json=%s", json_path) == -1)
       goto oom;
     argv[j++] = vm_json_arg;
@@ -234,29 +411,12 @@ start_nbdkit (char **cmd, int n, char **vm_json)
     _exit (127);
   }
   free (argv);
+  if (write (janitor_fd, &nbdkit_pid, sizeof nbdkit_pid) != sizeof nbdkit_pid)
+    log_error ("cannot tell the janitor nbdkit's pid: %m");
 
-  /* nbdkit writes its pidfile once it accepts connections. */
-  deadline = time (NULL) + (timeout > 30 ? timeout : 30) * 2;
-  for (;;) {
-    struct stat st;
-
-    if (stat (pid_path, &st) == 0 && st.st_size > 0)
-      break;
-    if (waitpid (nbdkit_pid, &status, WNOHANG) == nbdkit_pid) {
-      nbdkit_pid = -1;
-      log_error ("%s exited (%s %d) before serving; see its messages above", cmd[0],
-                 WIFEXITED (status) ? "status" : "signal",
-                 WIFEXITED (status) ? WEXITSTATUS (status) : WTERMSIG (status));
-      goto err;
-    }
-    if (time (NULL) > deadline) {
-      log_error ("%s did not start serving within %d s", cmd[0],
-                 (timeout > 30 ? timeout : 30) * 2);
-      goto err;
-    }
-    usleep (20000);
-  }
-  if (ferry && access (json_path, R_OK) == 0)
+  if (wait_for_nbdkit (cmd[0], pid_path) == -1)
+    goto err;
+  if (*ferry && access (json_path, R_OK) == 0)
     *vm_json = json_path;
   else
     free (json_path);
@@ -272,41 +432,38 @@ err:
   return NULL;
 }
 
-/* Stops nbdkit (SIGTERM, so the plugin cleans up) and removes the private directory. */
+/* Stops nbdkit (SIGTERM, so the plugin cleans up), waits for it however long its cleanup
+ * takes (removing a snapshot on a slow vCenter), and removes the private directory.
+ */
 static void
 stop_nbdkit (void)
 {
-  CLEANUP_FREE char *cmd = NULL;
-  int status, i;
+  int status;
 
   if (nbdkit_pid > 0) {
+    double start = time_monotonic (), next_note = start + NOTE_INTERVAL;
+
     kill (nbdkit_pid, SIGTERM);
-    /* Snapshot removal may take a while on a real vCenter. */
-    for (i = 0; i < 120 * 50; i++) {
-      if (waitpid (nbdkit_pid, &status, WNOHANG) != 0)
-        break;
-      usleep (20000);
-    }
-    if (i == 120 * 50) {
-      log_error ("nbdkit (pid %d) did not exit after 120 s; killing it", (int)nbdkit_pid);
-      kill (nbdkit_pid, SIGKILL);
-      waitpid (nbdkit_pid, &status, 0);
+    while (waitpid (nbdkit_pid, &status, WNOHANG) == 0) {
+      if (time_monotonic () >= next_note) {
+        note ("waiting for nbdkit (pid %d) to exit (for %.0f s); it may be removing a "
+              "snapshot",
+              (int)nbdkit_pid, time_monotonic () - start);
+        next_note += NOTE_INTERVAL;
+      }
+      sleep_ms (20);
     }
     nbdkit_pid = -1;
   }
-  if (private_dir && private_dir[0]) {
-    const char *files[] = { "nbd.sock", "nbdkit.pid", "vm.json" };
-
-    for (i = 0; i < 3; i++) {
-      CLEANUP_FREE char *path = NULL;
-
-      if (asprintf (&path, "%s/%s", private_dir, files[i]) != -1)
-        unlink (path);
-    }
-    rmdir (private_dir);
-  }
+  if (private_dir && private_dir[0])
+    remove_private_dir (private_dir);
   free (private_dir);
   private_dir = NULL;
+  if (janitor_fd >= 0) {
+    close (janitor_fd); /* the janitor finds nothing left to do and exits */
+    janitor_fd = -1;
+    waitpid (janitor_pid, &status, 0);
+  }
 }
 
 /* Opens one pool per URI into VM. */
@@ -358,13 +515,15 @@ disks_from_nbdkit (struct vm *vm, char **cmd, int n)
   CLEANUP_FREE char *sock = NULL, *vm_json = NULL, *list_uri = NULL;
   struct export_info *exports = NULL;
   char **uris = NULL, **names = NULL;
+  bool ferry;
   int nr, i, r = -1;
 
-  sock = start_nbdkit (cmd, n, &vm_json);
+  sock = start_nbdkit (cmd, n, &vm_json, &ferry);
   if (sock == NULL)
     return -1;
   list_uri = nbd_unix_uri (sock, "");
-  nr = list_uri ? nbd_list_exports (list_uri, timeout, &exports) : -1;
+  /* ferry's plugin serves one export per disk: without the list, no VM. */
+  nr = list_uri ? nbd_list_exports (list_uri, timeout, ferry, &exports) : -1;
   if (nr == -1)
     return -1;
   uris = calloc (nr ? nr : 1, sizeof *uris);
@@ -390,17 +549,34 @@ out:
   return r;
 }
 
+/* The parent of detach: a signal to it (^C while it waits) goes to the child, which then
+ * gives up in order (see wait_for_nbdkit) and tells it so.
+ */
+static pid_t detached_child = -1;
+
+static void
+forward_signal (int sig)
+{
+  int saved_errno = errno;
+
+  if (detached_child > 0)
+    kill (detached_child, SIGTERM);
+  errno = saved_errno;
+}
+
 /* Detaches: the parent waits for the child's word (one byte on a pipe) and exits 0 once
  * the child mounted, 1 when it failed.  Returns the child's end of the pipe.
  */
 static int
 detach (void)
 {
+  struct sigaction sa = { .sa_handler = forward_signal };
   int fds[2];
   pid_t pid;
+  ssize_t r;
   char c;
 
-  if (pipe (fds) == -1) {
+  if (pipe2 (fds, O_CLOEXEC) == -1) {
     log_error ("pipe: %m");
     exit (EXIT_FAILURE);
   }
@@ -410,34 +586,47 @@ detach (void)
     exit (EXIT_FAILURE);
   }
   if (pid > 0) {
+    detached_child = pid;
+    sigemptyset (&sa.sa_mask);
+    sigaction (SIGINT, &sa, NULL);
+    sigaction (SIGTERM, &sa, NULL);
+    sigaction (SIGHUP, &sa, NULL);
     close (fds[1]);
-    if (read (fds[0], &c, 1) == 1 && c == '0')
-      _exit (EXIT_SUCCESS);
-    _exit (EXIT_FAILURE);
+    while ((r = read (fds[0], &c, 1)) == -1 && errno == EINTR)
+      ;
+    _exit (r == 1 && c == '0' ? EXIT_SUCCESS : EXIT_FAILURE);
   }
   close (fds[0]);
   setsid ();
   return fds[1];
 }
 
-/* SIGTERM, SIGINT, SIGHUP: leave the FUSE loop (as libfuse's own handler does) and wake
- * a thread waiting for inspection (inspect.c), which the loop would otherwise wait for.
+/* SIGTERM, SIGINT, SIGHUP: leave the FUSE loop (as libfuse's own handler does), or give up
+ * starting nbdkit (see wait_for_nbdkit), and cancel the inspection (inspect.c).
  */
 static void
 on_signal (int sig)
 {
   int saved_errno = errno;
 
-  if (shutdown_pipe[1] >= 0 && write (shutdown_pipe[1], "x", 1) == -1) {
-    /* nothing to do in a signal handler */
-  }
+  stop_requested = 1;
+  request_shutdown ();
   if (signal_session)
     fuse_session_exit (signal_session);
   errno = saved_errno;
 }
 
+/* Makes ferryfs_shutdown_fd readable: the inspection is cancelled. */
+static void
+request_shutdown (void)
+{
+  if (shutdown_pipe[1] >= 0 && write (shutdown_pipe[1], "x", 1) == -1) {
+    /* full already: it is readable */
+  }
+}
+
 static int
-set_signal_handlers (struct fuse_session *se)
+set_signal_handlers (void)
 {
   struct sigaction sa = { .sa_handler = on_signal };
   const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
@@ -446,22 +635,12 @@ set_signal_handlers (struct fuse_session *se)
   if (pipe2 (shutdown_pipe, O_CLOEXEC | O_NONBLOCK) == -1)
     return -1;
   ferryfs_shutdown_fd = shutdown_pipe[0];
-  signal_session = se;
   sigemptyset (&sa.sa_mask);
   for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
     if (sigaction (sigs[i], &sa, NULL) == -1)
       return -1;
   signal (SIGPIPE, SIG_IGN);
   return 0;
-}
-
-static void
-remove_signal_handlers (void)
-{
-  signal (SIGTERM, SIG_DFL);
-  signal (SIGINT, SIG_DFL);
-  signal (SIGHUP, SIG_DFL);
-  signal_session = NULL;
 }
 
 static int
@@ -492,9 +671,10 @@ serve (struct vm *vm, int ready_fd)
     log_error ("cannot mount on %s (see the message above)", vm->mountpoint);
     goto out_destroy;
   }
-  if (set_signal_handlers (fuse_get_session (fuse)) == -1) {
-    log_error ("cannot set signal handlers: %m");
-    goto out_unmount;
+  signal_session = fuse_get_session (fuse);
+  if (stop_requested) { /* a signal came before signal_session was set */
+    log_error ("interrupted before serving");
+    goto out_handlers;
   }
   if (pidfile) {
     FILE *fp = fopen (pidfile, "w");
@@ -535,8 +715,10 @@ serve (struct vm *vm, int ready_fd)
     log_error ("the FUSE loop failed");
 
 out_handlers:
-  remove_signal_handlers ();
-out_unmount:
+  signal_session = NULL;
+  /* An inspection still running reads through this mount, which nobody serves now. */
+  request_shutdown ();
+  fs_wait_inspection ();
   fuse_unmount (fuse);
 out_destroy:
   fuse_destroy (fuse);
@@ -553,6 +735,7 @@ main (int argc, char *argv[])
   static const struct option long_options[] = {
     { "connections", required_argument, NULL, 'c' },
     { "timeout", required_argument, NULL, 't' },
+    { "start-timeout", required_argument, NULL, 's' },
     { "foreground", no_argument, NULL, 'f' },
     { "pidfile", required_argument, NULL, 'P' },
     { "option", required_argument, NULL, 'o' },
@@ -588,21 +771,27 @@ main (int argc, char *argv[])
       break;
     }
   }
-  while ((c = getopt_long (opt_argc, argv, "c:t:fP:o:vhV", long_options, NULL)) != -1) {
+  while ((c = getopt_long (opt_argc, argv, "c:t:s:fP:o:vhV", long_options, NULL)) != -1) {
     switch (c) {
       case 'c':
       case 't':
+      case 's':
         errno = 0;
         l = strtol (optarg, &end, 10);
         if (errno || end == optarg || *end || l < 1 || l > (c == 'c' ? 64 : 86400)) {
           fprintf (stderr, PROGRAM ": --%s: expected a number from 1 to %d, not '%s'\n",
-                   c == 'c' ? "connections" : "timeout", c == 'c' ? 64 : 86400, optarg);
+                   c == 'c'   ? "connections"
+                   : c == 't' ? "timeout"
+                              : "start-timeout",
+                   c == 'c' ? 64 : 86400, optarg);
           usage (2);
         }
         if (c == 'c')
           connections = l;
-        else
+        else if (c == 't')
           timeout = l;
+        else
+          start_timeout = l;
         break;
       case 'f':
         foreground = true;
@@ -666,6 +855,10 @@ main (int argc, char *argv[])
   /* Detach first: nbdkit's --exit-with-parent must see the process that stays. */
   if (!foreground)
     ready_fd = detach ();
+  if (set_signal_handlers () == -1) {
+    log_error ("cannot set signal handlers: %m");
+    exit (EXIT_FAILURE);
+  }
 
   if (cmd != NULL)
     r = disks_from_nbdkit (&vm, cmd, cmd_n);

@@ -19,10 +19,14 @@ unsigned pool_conns (const struct nbd_pool *pool);
 const char *pool_description (const struct nbd_pool *pool);
 const char *pool_export_name (const struct nbd_pool *pool);
 
-/* Both return 0 or -errno (-EIO when the server did not answer within the timeout). */
+/* Returns 0 or -EIO, whatever went wrong (an error answer, no answer within the timeout,
+ * a lost connection).
+ */
 int pool_pread (struct nbd_pool *pool, void *buf, size_t count, uint64_t offset);
 
-/* SEEK_DATA / SEEK_HOLE from base:allocation; returns the offset or -errno (-ENXIO). */
+/* SEEK_DATA / SEEK_HOLE from base:allocation; returns the offset, -ENXIO past the end, or
+ * -EIO.
+ */
 off_t pool_seek (struct nbd_pool *pool, off_t offset, int whence);
 
 /* One export as listed by the server: name and description (either may be "").  */
@@ -32,9 +36,13 @@ struct export_info {
 };
 
 /* Lists the exports of the server at URI (whose export name is ignored); returns the
- * number of exports (0 = the server cannot list: use the default export), -1 on error.
+ * number of exports, or 0 when the server cannot list (it answered the option with an
+ * error, or does not negotiate options): use the default export.  Returns -1 after an
+ * error was reported: the connection broke or timed out, or the server cannot list and
+ * REQUIRED (a server known to list its exports, such as ferry's plugin).
  */
-int nbd_list_exports (const char *uri, int timeout, struct export_info **exports);
+int nbd_list_exports (const char *uri, int timeout, bool required,
+                      struct export_info **exports);
 void free_exports (struct export_info *exports, size_t n);
 
 /* nbd+unix:///EXPORT?socket=SOCKET, percent-encoded; NULL when out of memory. */
@@ -62,6 +70,11 @@ struct fuse_operations;
 extern const struct fuse_operations ferryfs_operations;
 extern struct vm *ferryfs_vm;
 
+/* Waits for an inspection that runs (after ferryfs_shutdown_fd was made readable, which
+ * cancels it); called once the FUSE loop has ended.
+ */
+void fs_wait_inspection (void);
+
 /* inspect.c: inspects the disk images at PATHS (raw, read-only) with libguestfs and returns
  * a malloc'd JSON document; failures are reported inside it as {"error": {...}}.  Never
  * returns NULL except when out of memory.
@@ -81,6 +94,6 @@ int vm_describe (struct vm *vm, const char *plugin_json, char *const *uris, size
 
 /* ferryfs.c */
 extern int ferryfs_verbose;
-extern int ferryfs_shutdown_fd; /* readable once a signal asked ferryfs to stop */
+extern int ferryfs_shutdown_fd; /* readable once ferryfs is stopping */
 
 #endif /* FERRY_FERRYFS_H */

@@ -3,22 +3,32 @@
  *   /                  the VM (0555)
  *   /disks/            one regular file per disk (0444), sized to the export
  *   /vm.json           the VM's metadata (built before mounting, constant)
- *   /inspection.json   libguestfs inspection, produced on first open, then cached
+ *   /inspection.json   libguestfs inspection: started by the first open, a "running"
+ *                      document until it ends, then the result for the life of the mount
  *
  * Every callback returns -errno.  Anything that would change the tree or a file returns
- * EROFS (the mount is also "ro", so the kernel usually answers first).
+ * EROFS (the mount is also "ro", so the kernel usually answers first; root can remount
+ * it read-write, and then these answer).
+ *
+ * The inspection goes NOT_STARTED -> RUNNING (the first open of inspection.json starts a
+ * thread, which runs it in a child process) -> DONE (the thread stored the result).  No
+ * callback ever waits for it: the inspection reads the disks through this very mount, and
+ * a callback that waited would hold one of the loop's threads for minutes, or for ever
+ * once every thread waits.  An open takes a copy of the document of that moment, so a
+ * reader never sees half of one and half of the other.
  *
  * THREAD MODEL: fuse_loop_mt calls these from several threads at once.  ferryfs_vm is
  * constant while mounted; disk reads go to the NBD pools (nbd.c locks its own state);
- * inspection_lock serialises the one-time inspection, and readers of inspection.json wait
- * for it.  Inspection reads the disks through this very mount (its own files), which is
- * why the loop must be multi-threaded: other threads serve the appliance meanwhile.
+ * inspection_lock guards the inspection's state and document, and is held only to look
+ * at them or swap them, never across the inspection.
  */
 #define FUSE_USE_VERSION 312
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,9 +58,26 @@ enum node_kind {
   NODE_INSPECTION,
 };
 
+enum inspection_state {
+  INSPECTION_NOT_STARTED,
+  INSPECTION_RUNNING,
+  INSPECTION_DONE,
+};
+
+/* The copy of inspection.json an open file reads (fi->fh). */
+struct document {
+  size_t len;
+  char data[];
+};
+
+/* Guarded by inspection_lock. */
 static pthread_mutex_t inspection_lock = PTHREAD_MUTEX_INITIALIZER;
-static char *inspection; /* NULL until produced; guarded by inspection_lock */
+static enum inspection_state inspection_state;
+static char *inspection; /* the current document; NULL before the first open */
 static size_t inspection_len;
+static bool inspection_thread_started; /* to be joined */
+static pthread_t inspection_thread;
+
 static time_t mount_time;
 
 /* Maps PATH to a node; *DISK is the disk index for NODE_DISK. */
@@ -85,37 +112,130 @@ inspection_size (void)
   return inspection_len;
 }
 
-/* Produces inspection.json once.  Errors are part of the JSON, so this only fails when
- * memory runs out.
- */
-static int
-ensure_inspection (void)
+/* The document while the inspection runs. */
+static char *
+running_document (void)
 {
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&inspection_lock);
-  char **paths;
-  size_t i, n = ferryfs_vm->nr_disks;
+  char started[64] = "";
+  time_t now = time (NULL);
+  struct tm tm;
+  char *doc;
 
-  if (inspection != NULL)
+  if (gmtime_r (&now, &tm) != NULL)
+    strftime (started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (asprintf (&doc,
+                "{\n"
+                "  \"message\": \"libguestfs inspection of the disks is running (minutes "
+                "without KVM); read this file again for its result\",\n"
+                "  \"started\": \"%s\",\n"
+                "  \"status\": \"running\"\n"
+                "}\n",
+                started) == -1)
+    return NULL;
+  return doc;
+}
+
+static void *
+inspection_main (void *arg)
+{
+  char **paths = arg;
+  size_t i, n = ferryfs_vm->nr_disks;
+  char *doc = inspect_in_child (paths, n, ferryfs_shutdown_fd);
+
+  for (i = 0; i < n; i++)
+    free (paths[i]);
+  free (paths);
+
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&inspection_lock);
+  if (doc == NULL) { /* out of memory or no process: the next open tries again */
+    inspection_state = INSPECTION_NOT_STARTED;
+    return NULL;
+  }
+  free (inspection);
+  inspection = doc;
+  inspection_len = strlen (doc);
+  inspection_state = INSPECTION_DONE;
+  return NULL;
+}
+
+/* Starts the inspection unless it runs or ran.  Call with inspection_lock held. */
+static int
+start_inspection (void)
+{
+  char **paths, *doc;
+  size_t i, n = ferryfs_vm->nr_disks;
+  int err;
+
+  if (inspection_state != INSPECTION_NOT_STARTED)
     return 0;
+  if (inspection_thread_started) { /* a previous attempt that failed */
+    pthread_join (inspection_thread, NULL);
+    inspection_thread_started = false;
+  }
   paths = calloc (n + 1, sizeof *paths);
-  if (paths == NULL)
-    return -ENOMEM;
+  doc = running_document ();
+  if (paths == NULL || doc == NULL)
+    goto nomem;
   for (i = 0; i < n; i++) {
     if (asprintf (&paths[i], "%s/disks/%s", ferryfs_vm->mountpoint,
                   ferryfs_vm->disks[i].file) == -1) {
       paths[i] = NULL;
-      break;
+      goto nomem;
     }
   }
-  if (i == n)
-    inspection = inspect_in_child (paths, n, ferryfs_shutdown_fd);
-  for (i = 0; i < n; i++)
+  err = pthread_create (&inspection_thread, NULL, inspection_main, paths);
+  if (err != 0) {
+    log_error ("inspection: pthread_create: %s", strerror (err));
+    for (i = 0; i < n; i++)
+      free (paths[i]);
+    free (paths);
+    free (doc);
+    return -err;
+  }
+  inspection_thread_started = true;
+  inspection_state = INSPECTION_RUNNING;
+  free (inspection);
+  inspection = doc;
+  inspection_len = strlen (doc);
+  return 0;
+
+nomem:
+  for (i = 0; paths && i < n; i++)
     free (paths[i]);
   free (paths);
-  if (inspection == NULL)
+  free (doc);
+  return -ENOMEM;
+}
+
+/* For an open of inspection.json: starts the inspection and copies the document. */
+static int
+open_inspection (struct document **copy)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&inspection_lock);
+  int r = start_inspection ();
+
+  if (r != 0)
+    return r;
+  *copy = malloc (sizeof **copy + inspection_len);
+  if (*copy == NULL)
     return -ENOMEM;
-  inspection_len = strlen (inspection);
+  (*copy)->len = inspection_len;
+  memcpy ((*copy)->data, inspection, inspection_len);
   return 0;
+}
+
+void
+fs_wait_inspection (void)
+{
+  bool started;
+
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&inspection_lock);
+    started = inspection_thread_started;
+    inspection_thread_started = false;
+  }
+  if (started)
+    pthread_join (inspection_thread, NULL);
 }
 
 static void *
@@ -207,12 +327,25 @@ fs_open (const char *path, struct fuse_file_info *fi)
     return -EROFS;
   fi->fh = kind == NODE_DISK ? disk : 0;
   if (kind == NODE_INSPECTION) {
-    /* Its size is unknown until produced: read it directly, not through i_size. */
+    struct document *copy;
+
+    /* Its size changes when the result comes: read it directly, not through i_size. */
     fi->direct_io = 1;
-    r = ensure_inspection ();
+    r = open_inspection (&copy);
     if (r != 0)
       return r;
+    fi->fh = (uintptr_t)copy;
   }
+  return 0;
+}
+
+static int
+fs_release (const char *path, struct fuse_file_info *fi)
+{
+  size_t disk = 0;
+
+  if (lookup (path, &disk) == NODE_INSPECTION)
+    free ((struct document *)(uintptr_t)fi->fh);
   return 0;
 }
 
@@ -238,8 +371,9 @@ fs_read (const char *path, char *buf, size_t size, off_t offset, struct fuse_fil
     case NODE_VM_JSON:
       return copy_out (ferryfs_vm->vm_json, ferryfs_vm->vm_json_len, buf, size, offset);
     case NODE_INSPECTION: {
-      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&inspection_lock);
-      return inspection ? copy_out (inspection, inspection_len, buf, size, offset) : 0;
+      const struct document *doc = (const struct document *)(uintptr_t)fi->fh;
+
+      return copy_out (doc->data, doc->len, buf, size, offset);
     }
     case NODE_DISK:
       break;
@@ -272,8 +406,12 @@ fs_lseek (const char *path, off_t off, int whence, struct fuse_file_info *fi)
       return pool_seek (ferryfs_vm->disks[disk].pool, off, whence);
     case NODE_VM_JSON:
     case NODE_INSPECTION:
-      len = lookup (path, &disk) == NODE_VM_JSON ? ferryfs_vm->vm_json_len
-                                                 : inspection_size ();
+      if (lookup (path, &disk) == NODE_VM_JSON)
+        len = ferryfs_vm->vm_json_len;
+      else if (fi != NULL)
+        len = ((const struct document *)(uintptr_t)fi->fh)->len;
+      else
+        len = inspection_size ();
       if (off < 0 || (size_t)off >= len)
         return -ENXIO;
       return whence == SEEK_DATA ? off : (off_t)len;
@@ -392,6 +530,7 @@ const struct fuse_operations ferryfs_operations = {
   .getattr = fs_getattr,
   .readdir = fs_readdir,
   .open = fs_open,
+  .release = fs_release,
   .read = fs_read,
   .lseek = fs_lseek,
   .statfs = fs_statfs,

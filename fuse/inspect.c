@@ -4,18 +4,18 @@
  * appliance reads them through ferryfs itself (see the thread model in fs.c).
  *
  * The inspection runs in a child process (ferryfs itself, re-executed with a hidden
- * option) whose output is the JSON document.  The FUSE thread that waits for it also
- * watches the shutdown pipe: on SIGTERM the child is killed (libguestfs's recovery process
+ * option) whose output is the JSON document.  The thread that waits for it also watches
+ * the shutdown pipe: when ferryfs stops, the child is killed (libguestfs's recovery process
  * then kills qemu), because the appliance's reads of this mount would never be answered
- * once the FUSE loop stops, and the loop waits for this thread.
+ * once the FUSE loop has stopped.
  *
  * Where KVM is unusable (nested KVM that cannot run standard guests, no /dev/kvm), the
  * default launch fails at once; then, unless the user chose LIBGUESTFS_BACKEND_SETTINGS,
  * the launch is retried with the direct backend and TCG (force_tcg), which is slow but
  * works everywhere.
  *
- * THREAD MODEL: inspect_disks is called by one thread at a time (fs.c holds
- * inspection_lock); it owns its libguestfs handle.
+ * THREAD MODEL: inspect_in_child is called by fs.c's inspection thread, one at a time;
+ * inspect_disks runs in the child process and owns its libguestfs handle.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -328,10 +328,13 @@ inspect_disks (char *const *paths, size_t n)
   if (doc == NULL)
     return NULL;
   clock_gettime (CLOCK_MONOTONIC, &t1);
-  if (json_object_get (doc, "error") != NULL)
+  if (json_object_get (doc, "error") != NULL) {
     json_object_set_new (json_object_get (doc, "error"), "backend", json_string (backend));
-  else
+    json_object_set_new (doc, "status", json_string ("error"));
+  } else {
     json_object_set_new (doc, "backend", json_string (backend));
+    json_object_set_new (doc, "status", json_string ("done"));
+  }
   json_object_set_new (
       doc, "seconds",
       json_real ((double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9));
@@ -426,7 +429,11 @@ inspect_in_child (char *const *paths, size_t n, int cancel_fd)
   free (out);
   {
     json_t *doc = error_json ("inspect", why ? why : "out of memory");
-    char *s = doc ? json_dumps (doc, JSON_INDENT (2)) : NULL;
+    char *s;
+
+    if (doc != NULL)
+      json_object_set_new (doc, "status", json_string ("error"));
+    s = doc ? json_dumps (doc, JSON_INDENT (2) | JSON_SORT_KEYS) : NULL;
 
     json_decref (doc);
     if (s && (p = realloc (s, strlen (s) + 2)) != NULL) {

@@ -5,7 +5,10 @@
  * handle is opened by pool_open (it tells the size and the flags); the others are opened
  * on first need.  A handle that failed at the transport level or did not answer in time
  * is closed and its slot reconnects on its next use, so a server that comes back is used
- * again and a dead one fails fast (the connect is refused).
+ * again and a dead one fails fast (the connect is refused).  A server that answers
+ * ESHUTDOWN is stopping and waits for its clients to leave (nbdkit after SIGTERM, before
+ * its plugin removes a snapshot): every idle handle of the pool is closed at once.  Every
+ * failure reaches the caller as -EIO.
  *
  * Every operation runs with libnbd's asynchronous API and nbd_poll bounded by a deadline
  * of --timeout seconds: a server that stops answering gives -EIO instead of a hang.  A
@@ -278,8 +281,23 @@ release (struct nbd_pool *pool, struct conn *c)
   pthread_cond_signal (&pool->cond);
 }
 
+/* Closes the handles that no thread is using (the busy ones are closed by their users
+ * when their command fails).
+ */
+static void
+close_idle (struct nbd_pool *pool)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&pool->lock);
+  for (unsigned i = 0; i < pool->nr_conns; i++) {
+    if (!pool->conns[i].busy && pool->conns[i].h != NULL) {
+      nbd_close (pool->conns[i].h);
+      pool->conns[i].h = NULL;
+    }
+  }
+}
+
 /* Runs one command on a slot: ISSUE starts it and returns its cookie.  Returns 0 or
- * -errno; on a timeout or a dead connection the handle is closed.
+ * -EIO; on a timeout, a dead connection or a server that is stopping the handle is closed.
  */
 static int
 run_command (struct nbd_pool *pool, const char *what, uint64_t offset,
@@ -287,6 +305,7 @@ run_command (struct nbd_pool *pool, const char *what, uint64_t offset,
 {
   struct conn *c = acquire (pool);
   int64_t deadline = now_ms () + pool->timeout * 1000;
+  bool server_stopping = false, drop = true;
   int64_t cookie;
   int r;
 
@@ -305,8 +324,13 @@ run_command (struct nbd_pool *pool, const char *what, uint64_t offset,
     r = poll_until (c->h, is_completed, &cookie, deadline);
     if (r == 0 && cookie < 0) {
       log_error ("%s: %s at %" PRIu64 ": %s", pool->uri, what, offset, strerror (-cookie));
-      /* A dead connection reports ENOTCONN and the like: the caller sees EIO. */
-      r = nbd_aio_is_ready (c->h) ? (int)cookie : -EIO;
+      /* Whatever the server's reason, the caller sees EIO, as documented.  ESHUTDOWN
+       * means the server is stopping (nbdkit after SIGTERM) and waits for its clients
+       * to go before it exits and cleans up (removes a snapshot): let it go.
+       */
+      server_stopping = cookie == -ESHUTDOWN;
+      drop = server_stopping || !nbd_aio_is_ready (c->h);
+      r = -EIO;
     } else if (r == -ETIMEDOUT) {
       log_error ("%s: %s at %" PRIu64 ": no answer within %d s", pool->uri, what, offset,
                  pool->timeout);
@@ -317,10 +341,12 @@ run_command (struct nbd_pool *pool, const char *what, uint64_t offset,
       r = -EIO;
     }
   }
-  if (r != 0 && (r == -EIO || !nbd_aio_is_ready (c->h))) {
+  if (r != 0 && drop) {
     nbd_close (c->h);
     c->h = NULL;
   }
+  if (server_stopping)
+    close_idle (pool);
   release (pool, c);
   return r;
 }
@@ -460,7 +486,7 @@ is_flag_set (struct nbd_handle *h, void *arg)
 }
 
 int
-nbd_list_exports (const char *uri, int timeout, struct export_info **exports)
+nbd_list_exports (const char *uri, int timeout, bool required, struct export_info **exports)
 {
   export_vector v = empty_vector;
   struct nbd_handle *h;
@@ -471,24 +497,46 @@ nbd_list_exports (const char *uri, int timeout, struct export_info **exports)
   h = connect_uri (uri, timeout, true);
   if (h == NULL)
     return -1;
-  if (nbd_aio_opt_list (
-          h, (nbd_list_callback){ .callback = list_cb, .user_data = &v },
-          (nbd_completion_callback){ .callback = list_done_cb, .user_data = &done }) == -1)
-    r = -EIO;
-  else
-    r = poll_until (h, is_flag_set, &done, now_ms () + timeout * 1000);
+  if (!nbd_aio_is_negotiating (h)) {
+    /* An oldstyle server: no options, only its one export. */
+    if (required) {
+      log_error ("%s: listing exports: the server does not negotiate options", uri);
+      goto err;
+    }
+    goto unlisted;
+  }
+  if (nbd_aio_opt_list (h, (nbd_list_callback){ .callback = list_cb, .user_data = &v },
+                        (nbd_completion_callback){ .callback = list_done_cb,
+                                                   .user_data = &done }) == -1) {
+    log_error ("%s: listing exports: %s", uri, nbd_get_error ());
+    goto err;
+  }
+  r = poll_until (h, is_flag_set, &done, now_ms () + timeout * 1000);
   if (r == -ETIMEDOUT) {
     log_error ("%s: listing exports: no answer within %d s", uri, timeout);
     goto err;
   }
-  if (r != 0 || done != 1) {
-    /* A server without NBD_OPT_LIST: mount its default export only. */
-    if (ferryfs_verbose)
-      log_debug ("%s: cannot list exports: %s", uri, nbd_get_error ());
+  if (r != 0 || (done != 1 && !nbd_aio_is_negotiating (h))) {
+    /* The connection broke: the list is unknown, and a part of it is not the VM. */
+    log_error ("%s: listing exports: %s", uri,
+               done < 0 ? strerror (-done - 1)
+                        : (nbd_get_error () ? nbd_get_error () : "connection lost"));
+    goto err;
+  }
+  if (done != 1) {
+    /* The server answered the option with an error: it cannot list. */
+    if (required) {
+      log_error ("%s: listing exports: the server answered with an error (%s)", uri,
+                 strerror (-done - 1));
+      goto err;
+    }
+    log_error ("%s: the server cannot list its exports (%s); mounting its default export",
+               uri, strerror (-done - 1));
     free_exports (v.ptr, v.len);
     v = (export_vector)empty_vector;
   }
   nbd_aio_opt_abort (h);
+unlisted:
   nbd_close (h);
   *exports = v.ptr;
   return (int)v.len;
