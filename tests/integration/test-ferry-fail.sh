@@ -12,20 +12,21 @@ requires_ferry
 start_double
 for vm in ok gone; do
   create_vm "$vm" "disks=64M&power=off&cbt=1" >/dev/null
-  make_sparse_disk "$tmpdir/$vm.src" 64M 0:16 300:256 900:8
+  make_sparse_disk "$tmpdir/$vm.src" 64M 0:16 300:700 900:8
   place_disk "$vm" 2000 "$tmpdir/$vm.src"
   make_targets "$vm" 1
 done
-write_plan "$tmpdir/plan.json" '. * {"vms": [{"name": "ok"}, {"name": "gone"}]}'
+# One 4 MiB request at a time per disk: a round of 45 MiB takes seconds.
+write_plan "$tmpdir/plan.json" '. * {"connectionsPerDisk": 1, "vms": [{"name": "ok"}, {"name": "gone"}]}'
 
 # Slow reads (the double's /folder delay (POST /inject)), so that gone is deleted once a progress
 # line shows its round copying.
-control POST "/inject?folder-delay=100ms" >/dev/null
+control POST "/inject?folder-delay=300ms" >/dev/null
 "$ferry" migrate "$tmpdir/plan.json" --progress=json >"$tmpdir/progress" 2>"$tmpdir/ferry.err" &
 pid=$!
 cleanup_fn "kill -9 $pid 2>/dev/null"
 timeout=60 wait_for json_line_matches "$tmpdir/progress" \
-  'select(.event == "progress" and .vm == "gone" and .bytesDone > 0)'
+  'select(.event == "progress" and .vm == "gone" and .bytesDone > 0 and .bytesDone < .bytesTotal)'
 [ "$(vm_json gone | jq '.snapshots | length')" = 1 ] || fail "gone has no snapshot in its round"
 control DELETE /vms/gone
 control POST "/inject?folder-delay=0s" >/dev/null
