@@ -1,0 +1,35 @@
+# ferry: helpers for the VDDK drop-in tests (tests/integration/test-vddk-*.sh).
+# Source after tests/integration/functions.sh.
+# shellcheck shell=bash
+
+vddk_libdir=$top/vddk
+vddk_driver=$top/tests/vddk/vddk-driver
+vddk_fwd=$top/tests/vddk/nbdkit-vddkfwd-plugin.so
+
+requires_vddk ()
+{
+  [ -f "$vddk_libdir/lib64/libvixDiskLib.so.8" ] || fail "libvixDiskLib.so.8 is not built (run make)"
+  [ -x "$vddk_driver" ] || fail "$vddk_driver is not built (run make)"
+}
+
+# vddk_env VM-JSON-FILE [DISK-INDEX]: the driver's connection for that VM's disk, through
+# the double (thumbprint pinned, as virt-v2v and CDI always pass one).
+vddk_env ()
+{
+  printf '%s' "${PASSWORD:-pass}" >"$tmpdir/password"
+  export VDDK_SERVER=$SERVER VDDK_USER=${FERRY_USER:-user}
+  export VDDK_PASSWORD_FILE=$tmpdir/password VDDK_THUMBPRINT=$THUMBPRINT_SHA1
+  VDDK_VM=moref=$(jq -r .moref "$1")
+  VDDK_FILE=$(jq -r ".disks[${2:-0}].fileName" "$1")
+  export VDDK_VM VDDK_FILE
+}
+
+# expected_map FILE SIZE: the 64 KiB chunks holding data in FILE (SEEK_DATA), merged, in
+# bytes, clipped to SIZE — what CBT "*" rounded to whole chunks must give.
+expected_map ()
+{
+  seek_map "$1" | awk -v size="$2" -v c=65536 '
+    { s = int($1 / c) * c; e = int(($1 + $2 + c - 1) / c) * c; if (e > size) e = size
+      if (n && s <= le) { if (e > le) le = e } else { if (n) print ls, le - ls; ls = s; le = e; n = 1 } }
+    END { if (n) print ls, le - ls }'
+}
