@@ -33,3 +33,21 @@ expected_map ()
       if (n && s <= le) { if (e > le) le = e } else { if (n) print ls, le - ls; ls = s; le = e; n = 1 } }
     END { if (n) print ls, le - ls }'
 }
+
+# start_vddkfwd KEY=VALUE...: nbdkit with the test-only forwarding plugin over the library,
+# given CDI's arguments (libdir, server, user, password, thumbprint, vm) plus the caller's
+# (file=, snapshot=, config=); sets SOCK and NBDKIT_PID.
+start_vddkfwd ()
+{
+  [ -f "$vddk_fwd" ] || fail "$vddk_fwd is not built (run make)"
+  SOCK=$tmpdir/nbd.$RANDOM.sock
+  local pidfile=$tmpdir/nbdkit.$RANDOM.pid
+  printf '%s' "${PASSWORD:-pass}" >"$tmpdir/password"
+  nbdkit -U "$SOCK" -P "$pidfile" --readonly -D vddkfwd.datapath=0 ${NBDKIT_FLAGS:-} \
+    "$vddk_fwd" libdir="$vddk_libdir" server="$SERVER" user="${FERRY_USER:-user}" \
+    password=+"$tmpdir/password" thumbprint="$THUMBPRINT_SHA1" "$@" 2>>"$tmpdir/nbdkit.err" ||
+    return 1
+  wait_for test -s "$pidfile"
+  NBDKIT_PID=$(cat "$pidfile")
+  cleanup_fn "stop_ferry $NBDKIT_PID"
+}
