@@ -22,7 +22,7 @@ vddk/%.o: vddk/%.c
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fvisibility=hidden -c -o $@ $<
 
-$(VDDK_LIB): $(VDDK_OBJS) $(PROVIDERS_LIB) $(COMMON_LIB) vddk/vddk.map
+$(VDDK_LIB): $(VDDK_OBJS) $(PROVIDERS_LIB) $(COMMON_LIB) vddk/vddk.map vddk/vddk.mk
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) -shared $(LDFLAGS) -Wl,-soname,libvixDiskLib.so.8 \
