@@ -59,3 +59,18 @@ clean-vddk:
 clean-objs: clean-vddk
 
 .PHONY: install-vddk uninstall-vddk clean-vddk
+
+# The conformance driver under ThreadSanitizer (library and driver built with it; check-asan
+# runs it under ASan and UBSan with everything else).
+check-vddk-tsan:
+	$(MAKE) clean-objs
+	$(MAKE) SAN="-fsanitize=thread" CFLAGS="-O1 -g" $(VDDK_LIB) $(VDDK_LINK) $(VDDK_DRIVER) $(DOUBLE)
+	TSAN_OPTIONS="halt_on_error=1" tests/run-tests.sh -- tests/integration/test-vddk-driver.sh; \
+	  rc=$$?; $(MAKE) clean-objs; exit $$rc
+.PHONY: check-vddk-tsan
+
+lint: lint-vddk
+lint-vddk:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -I. $(VDDK_SRC) tests/vddk/vddk-driver.c tests/vddk/vddkfwd.c
+.PHONY: lint-vddk

@@ -50,6 +50,7 @@ refuse_descriptor ()
 refuse_descriptor 's/ VMFS "/ VMFSSPARSE "/' "VMFSSPARSE (a snapshot delta"
 refuse_descriptor 's/ VMFS "/ SESPARSE "/' "SESPARSE (a snapshot delta"
 refuse_descriptor 's/^parentCID=.*/parentCID=1234abcd/' "it has a parent disk"
+# shellcheck disable=SC2016 # a sed expression
 refuse_descriptor '$a parentFileNameHint="base.vmdk"' "parent base.vmdk"
 refuse_descriptor 's/ VMFS "[^"]*"/ VSANSPARSE "vsan:\/\/52e5-7a"/' "vSAN object"
 refuse_descriptor 's/ VMFS "[^"]*"/ VMFS "vvol:\/\/rfc4122.1234\/x"/' "vVol"

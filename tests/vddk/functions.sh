@@ -1,6 +1,7 @@
 # ferry: helpers for the VDDK drop-in tests (tests/integration/test-vddk-*.sh).
 # Source after tests/integration/functions.sh.
 # shellcheck shell=bash
+# shellcheck disable=SC2154 # top and tmpdir come from tests/integration/functions.sh
 
 vddk_libdir=$top/vddk
 vddk_driver=$top/tests/vddk/vddk-driver
@@ -43,7 +44,9 @@ start_vddkfwd ()
   SOCK=$tmpdir/nbd.$RANDOM.sock
   local pidfile=$tmpdir/nbdkit.$RANDOM.pid
   printf '%s' "${PASSWORD:-pass}" >"$tmpdir/password"
-  nbdkit -U "$SOCK" -P "$pidfile" --readonly -D vddkfwd.datapath=0 ${NBDKIT_FLAGS:-} \
+  # NBDKIT_FLAGS is a word list on purpose.
+  # shellcheck disable=SC2086
+  nbdkit -U "$SOCK" -P "$pidfile" --readonly ${NBDKIT_FLAGS:-} \
     "$vddk_fwd" libdir="$vddk_libdir" server="$SERVER" user="${FERRY_USER:-user}" \
     password=+"$tmpdir/password" thumbprint="$THUMBPRINT_SHA1" "$@" 2>>"$tmpdir/nbdkit.err" ||
     return 1

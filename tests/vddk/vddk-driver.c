@@ -445,7 +445,7 @@ check_errors (VixDiskLibHandle h, VixDiskLibConnection conn, uint64_t sectors)
   err = VixDiskLib_ReadAsync (h, sectors - 1, 2, buf, must_not_run, NULL);
   CHECK (VIX_ERROR_CODE (err) == VIX_E_DISK_OUTOFRANGE, "ReadAsync across the end");
   text = VixDiskLib_GetErrorText (err, NULL);
-  CHECK (text && strstr (text, "beyond"), "error text \"%s\" says why", text);
+  CHECK (text && strstr (text, "beyond"), "error text \"%s\" says why", text ? text : "");
   VixDiskLib_FreeErrorText (text);
   err = VixDiskLib_Read (h, sectors - 1, 1, buf);
   CHECK (err == VIX_OK, "Read of the last sector");
@@ -608,8 +608,8 @@ main (int argc, char *argv[])
     return 1;
   }
   if (pid == 0)
-    _exit (conform (argv[1], only_open ? "" : argv[3], only_open,
-                    strcmp (argv[2], "map") == 0));
+    exit (conform (argv[1], only_open ? "" : argv[3], only_open,
+                   strcmp (argv[2], "map") == 0));
   if (waitpid (pid, &status, 0) == -1) {
     perror ("waitpid");
     return 1;
