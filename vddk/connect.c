@@ -20,6 +20,7 @@
 
 #include "common/cleanup.h"
 #include "common/http.h"
+#include "common/log.h"
 #include "vddk.h"
 
 #define FERRY_VDDK_VERSION "0.1"
@@ -47,8 +48,8 @@ setting (const char *file, unsigned lineno, const char *key, const char *value)
   if (strcmp (key, "ferry.connections") == 0 || strcmp (key, "ferry.workers") == 0) {
     n = strtoul (value, &end, 10);
     if (*end || n < 1 || n > 64) {
-      vddk_fail (VIX_E_INVALID_ARG, "%s:%u: %s = \"%s\": want a number from 1 to 64", file,
-                 lineno, key, value);
+      log_error ("%s:%u: %s = \"%s\": want a number from 1 to 64", file, lineno, key,
+                 value);
       return -1;
     }
     if (key[6] == 'c')
@@ -73,7 +74,7 @@ read_config (const char *file)
   unsigned lineno = 0;
 
   if (fp == NULL) {
-    vddk_fail (VIX_E_FILE_NOT_FOUND, "InitEx: config file %s: %m", file);
+    log_error ("config file %s: %m", file);
     return -1;
   }
   while (fgets (line, sizeof line, fp)) {
@@ -112,13 +113,14 @@ VixDiskLib_InitEx (uint32_t major, uint32_t minor, VixDiskLibGenericLogFunc *log
                    const char *lib_dir, const char *config_file)
 {
   vddk_log_setup (log, warn);
+  vddk_clear_pending ();
   vddk_debug ("ferry libvixDiskLib " FERRY_VDDK_VERSION
               " (VDDK C interface 8, read-only, vSphere /folder over HTTPS); asked for "
               "%u.%u, libdir %s",
               major, minor, lib_dir ? lib_dir : "(none)");
   settings_reset ();
   if (config_file && read_config (config_file) == -1)
-    return vddk_fail (VIX_E_INVALID_ARG, NULL);
+    return vddk_fail (VIX_E_INVALID_ARG, "InitEx");
   initialised = true;
   return VIX_OK;
 }

@@ -80,3 +80,30 @@ expect_refused 1 "powered on"
 s1=$(control POST "/vms/vddk%20three/snapshot?name=one" | jq -r .moref)
 control POST "/vms/vddk%20three/snapshot?name=two" >/dev/null
 VDDK_SNAPSHOT=$s1 expect_refused 1 "delta chains are not supported"
+
+# What is accepted around the edges: the port in its own field, a session cookie with the
+# password as its key (ferry logs in again), a config file with VDDK's keys and ferry's.
+control POST "/vms/vddk%20three/power?state=off" >/dev/null
+create_vm "vddk four" "disks=1G&power=off&cbt=1" >"$tmpdir/vm4.json"
+vddk_env "$tmpdir/vm4.json" 0
+VDDK_SERVER=${SERVER%:*} VDDK_PORT=${SERVER##*:} "$vddk_driver" "$vddk_libdir" open 2>"$tmpdir/open.err" ||
+  fail "port= in its own field: $(cat "$tmpdir/open.err")"
+VDDK_COOKIE=vmware_soap_session=abc "$vddk_driver" "$vddk_libdir" open 2>"$tmpdir/open.err" ||
+  fail "a session cookie with a key: $(cat "$tmpdir/open.err")"
+VDDK_COOKIE=vmware_soap_session=abc VDDK_PASSWORD_FILE='' expect_refused 6 "a session cookie without a password"
+cat >"$tmpdir/vddk.conf" <<'CONF'
+# VDDK's own keys are ignored
+vixDiskLib.nfcAio.Session.BufSizeIn64KB=16
+vixDiskLib.nfcAio.Session.BufCount = "4"
+ferry.connections = "2"
+ferry.workers=3
+CONF
+VDDK_CONFIG=$tmpdir/vddk.conf "$vddk_driver" "$vddk_libdir" open 2>"$tmpdir/open.err" ||
+  fail "a config file: $(cat "$tmpdir/open.err")"
+grep -q 'ignoring vixDiskLib.nfcAio.Session.BufCount' "$tmpdir/open.err" || fail "VDDK's key was not read"
+echo 'ferry.connections = "100"' >>"$tmpdir/vddk.conf"
+if VDDK_CONFIG=$tmpdir/vddk.conf "$vddk_driver" "$vddk_libdir" open 2>"$tmpdir/open.err"; then
+  fail "ferry.connections=100 was accepted"
+fi
+grep -F 'ferry.connections = "100": want a number from 1 to 64 (error 3:' "$tmpdir/open.err" ||
+  fail "$(cat "$tmpdir/open.err")"

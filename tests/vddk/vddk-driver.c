@@ -15,7 +15,8 @@
  * The connection comes from the environment: VDDK_SERVER, VDDK_USER, VDDK_PASSWORD_FILE,
  * VDDK_THUMBPRINT, VDDK_VM (vmxSpec, "moref=vm-NN"), VDDK_FILE ("[ds] dir/name.vmdk"),
  * optional VDDK_FILE2 (the second handle; default VDDK_FILE), VDDK_SNAPSHOT, VDDK_CONFIG,
- * VDDK_COOKIE (connect with credType SESSIONID).
+ * VDDK_COOKIE (connect with credType SESSIONID, the password as its key), VDDK_PORT (the
+ * port field).
  *
  * dump: nbdkit --dump-plugin: InitEx with NULL log functions, ListTransportModes, Exit.
  * open: fork, InitEx, ConnectEx, Open; prints the error text and exits 1 on failure.
@@ -221,9 +222,9 @@ make_params (char *password)
     AT (40, char *) = env ("VDDK_USER");
     AT (48, char *) = password;
   }
-  AT (64, uint32_t) = 0; /* port: 443 unless serverName has one */
-  AT (68, uint32_t) = 0; /* nfcHostPort */
-  AT (120, int) = 0;     /* specType VMX */
+  AT (64, uint32_t) = env ("VDDK_PORT") ? atoi (env ("VDDK_PORT")) : 0; /* 0: 443 */
+  AT (68, uint32_t) = 0;                                                /* nfcHostPort */
+  AT (120, int) = 0;                                                    /* specType VMX */
   return p;
 }
 
