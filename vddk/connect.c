@@ -114,6 +114,7 @@ VixDiskLib_InitEx (uint32_t major, uint32_t minor, VixDiskLibGenericLogFunc *log
 {
   vddk_log_setup (log, warn);
   vddk_clear_pending ();
+  vddk_io_init ();
   vddk_debug ("ferry libvixDiskLib " FERRY_VDDK_VERSION
               " (VDDK C interface 8, read-only, vSphere /folder over HTTPS); asked for "
               "%u.%u, libdir %s",

@@ -131,6 +131,36 @@ start_workers (void)
   return r;
 }
 
+static void atfork_child (void);
+
+static void
+register_atfork (void)
+{
+  pthread_atfork (NULL, NULL, atfork_child);
+}
+
+/* In a child forked while workers ran (not nbdkit's order, but a consumer's right), the
+ * threads and their queue stayed in the parent: start afresh.
+ */
+static void
+atfork_child (void)
+{
+  pthread_mutex_init (&queue_lock, NULL);
+  pthread_cond_init (&queue_cond, NULL);
+  queue_head = queue_tail = NULL;
+  free (workers);
+  workers = NULL;
+  nr_workers = 0;
+  stopping = false;
+}
+
+void
+vddk_io_init (void)
+{
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once (&once, register_atfork);
+}
+
 void
 vddk_io_stop (void)
 {

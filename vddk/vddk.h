@@ -74,7 +74,10 @@ VDDK_HIDDEN int vddk_check_descriptor (const char *descriptor, const char *vmdk_
                                        uint64_t capacity, char **why, char **uuid,
                                        int *adapter);
 
-/* io.c: stop the ReadAsync workers (Exit). */
+/* io.c: forget the ReadAsync workers in a forked child (once, from InitEx); stop them
+ * (Exit).
+ */
+VDDK_HIDDEN void vddk_io_init (void);
 VDDK_HIDDEN void vddk_io_stop (void);
 
 #endif /* FERRY_VDDK_H */

@@ -50,3 +50,17 @@ expected_map "$tmpdir/disk1" "$size1" >"$tmpdir/expected1"
 data_map "$(nbd_uri)" >"$tmpdir/map1"
 diff -u "$tmpdir/expected1" "$tmpdir/map1" || fail "nbdinfo --map differs on the unaligned disk"
 stop_ferry "$NBDKIT_PID"
+
+# A read that fails on the server is a failed callback whose text, asked for on another
+# thread, names the disk, the range and the server's answer.
+flat="$tmpdir/double/datastores/$DATASTORE/vddk two/vddk two_1-flat.vmdk"
+[ -f "$flat" ] || fail "no flat file at $flat"
+start_vddkfwd vm="moref=$moref" file="$file1" snapshot="$snap"
+mv "$flat" "$flat.away"
+if nbdcopy "$(nbd_uri)" "$tmpdir/copy2" 2>"$tmpdir/copy2.err"; then
+  fail "the copy succeeded without the flat file"
+fi
+mv "$flat.away" "$flat"
+grep -E "VixDiskLib_ReadAsync: ReadAsync \\[$DATASTORE\\] vddk two/vddk two_1.vmdk: [0-9]+ bytes at offset [0-9]+: .*404.* \\(error 1:" \
+  "$tmpdir/nbdkit.err" || fail "no useful read error: $(tail -5 "$tmpdir/nbdkit.err")"
+stop_ferry "$NBDKIT_PID"

@@ -44,13 +44,13 @@ start_vddkfwd ()
   SOCK=$tmpdir/nbd.$RANDOM.sock
   local pidfile=$tmpdir/nbdkit.$RANDOM.pid
   printf '%s' "${PASSWORD:-pass}" >"$tmpdir/password"
+  # In the foreground (in the background of this shell): a daemon's errors go nowhere.
   # NBDKIT_FLAGS is a word list on purpose.
   # shellcheck disable=SC2086
-  nbdkit -U "$SOCK" -P "$pidfile" --readonly ${NBDKIT_FLAGS:-} \
+  nbdkit -f -U "$SOCK" -P "$pidfile" --readonly --log=stderr ${NBDKIT_FLAGS:-} \
     "$vddk_fwd" libdir="$vddk_libdir" server="$SERVER" user="${FERRY_USER:-user}" \
-    password=+"$tmpdir/password" thumbprint="$THUMBPRINT_SHA1" "$@" 2>>"$tmpdir/nbdkit.err" ||
-    return 1
+    password=+"$tmpdir/password" thumbprint="$THUMBPRINT_SHA1" "$@" 2>>"$tmpdir/nbdkit.err" &
+  cleanup_fn "stop_ferry $!"
   wait_for test -s "$pidfile"
   NBDKIT_PID=$(cat "$pidfile")
-  cleanup_fn "stop_ferry $NBDKIT_PID"
 }

@@ -558,6 +558,28 @@ conform (const char *libdir, const char *outdir, bool only_open, bool only_map)
   if (read_disk (c.h, info->capacity, path) == -1)
     goto out;
 
+  /* A child forked while the library's workers run can still read (in 20 s). */
+  {
+    pid_t pid = fork ();
+    int status;
+    if (pid == 0) {
+      unsigned char sector[512];
+      struct tag tag = { 0 };
+      struct reader r = { .calls = (unsigned[1]){ 0 } };
+      alarm (20);
+      pthread_mutex_init (&r.lock, NULL);
+      pthread_cond_init (&r.cond, NULL);
+      tag.r = &r;
+      if (VixDiskLib_ReadAsync (c.h, 0, 1, sector, read_done, &tag) != VIX_ASYNC ||
+          VixDiskLib_Wait (c.h) != VIX_OK || r.calls[0] != 1)
+        _exit (1);
+      _exit (0);
+    }
+    CHECK (pid > 0 && waitpid (pid, &status, 0) == pid && WIFEXITED (status) &&
+               WEXITSTATUS (status) == 0,
+           "a ReadAsync in a forked child (status %d)", status);
+  }
+
   snprintf (path, sizeof path, "%s/disk-a.raw", outdir);
   snprintf (path2, sizeof path2, "%s/disk-b.raw", outdir);
   jobs[0] = (struct job){ .password = password, .file = file, .out = path };

@@ -10,7 +10,7 @@
  * Call order as in nbdkit's vddk plugin: dlopen (RTLD_NOW) in .get_ready, before the fork;
  * InitEx(6, 5) in .after_fork; per connection AllocateConnectParams, ConnectEx and Open
  * under a global lock, GetInfo for the size, the extents probe QueryAllocatedBlocks
- * (0, 128, 128); reads with ReadAsync; extents per request in whole chunks, never past
+ * (0, 128, 128); reads with ReadAsync, many in flight; extents per request in whole chunks, never past
  * the last whole chunk, the partial tail reported as data (nbdkit >= 1.42); Wait, Close,
  * Disconnect at close; Exit at unload.
  */
@@ -191,8 +191,12 @@ struct handle {
   pthread_cond_t cond;
 };
 
-/* One request at a time per connection, as nbdkit-vddk's one worker per handle. */
-#define THREAD_MODEL NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS
+/* nbdkit-vddk queues a connection's requests to one worker thread, which submits ReadAsync
+ * without waiting, so many reads per handle are in flight.  Here each nbdkit thread submits
+ * its own ReadAsync and waits for its callback: as many reads in flight, from several
+ * threads (the library allows that; the driver covers the one-thread pattern).
+ */
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 static void
 fwd_close (void *handle)
