@@ -52,5 +52,6 @@ start_vddkfwd ()
     password=+"$tmpdir/password" thumbprint="$THUMBPRINT_SHA1" "$@" 2>>"$tmpdir/nbdkit.err" &
   cleanup_fn "stop_ferry $!"
   wait_for test -s "$pidfile"
+  # shellcheck disable=SC2034 # used by the tests
   NBDKIT_PID=$(cat "$pidfile")
 }
