@@ -10,9 +10,9 @@
  * Call order as in nbdkit's vddk plugin: dlopen (RTLD_NOW) in .get_ready, before the fork;
  * InitEx(6, 5) in .after_fork; per connection AllocateConnectParams, ConnectEx and Open
  * under a global lock, GetInfo for the size, the extents probe QueryAllocatedBlocks
- * (0, 128, 128); reads with ReadAsync, many in flight; extents per request in whole chunks, never past
- * the last whole chunk, the partial tail reported as data (nbdkit >= 1.42); Wait, Close,
- * Disconnect at close; Exit at unload.
+ * (0, 128, 128); reads with ReadAsync, many in flight; extents per request in whole chunks,
+ * never past the last whole chunk, the partial tail reported as data (nbdkit >= 1.42);
+ * Wait, Close, Disconnect at close; Exit at unload.
  */
 #include <dlfcn.h>
 #include <errno.h>
