@@ -188,6 +188,8 @@ help:
 	@echo "make clean        remove build products"
 	@echo "V=1               show full command lines"
 
+include vddk/vddk.mk
+
 -include $(OBJS:.o=.d)
 
 # http test driver
