@@ -180,7 +180,7 @@ engine_disk (struct rhv_source *src, const char *id)
   return NULL;
 }
 
-/* Only image disks in status ok can be transferred. */
+/* Only image disks that are not illegal can be transferred. */
 static int
 check_disks (struct rhv_source *src)
 {
@@ -194,10 +194,10 @@ check_disks (struct rhv_source *src)
                  d->storage_type);
       return -1;
     }
-    if (d->status && strcmp (d->status, "ok") != 0) {
-      log_error ("%s: the disk is %s; wait until it is ok (another transfer or task holds "
-                 "it)",
-                 what, d->status);
+    /* A locked disk may be unlocked soon (a transfer ending): transfers wait for it. */
+    if (d->status && strcmp (d->status, "illegal") == 0) {
+      log_error ("%s: the disk is illegal in the engine (a failed operation left it so)",
+                 what);
       return -1;
     }
   }
