@@ -76,7 +76,8 @@ struct rhv_transfer {
   char *path;      /* /images/TICKET */
   struct http_pool *pool;
   unsigned max_readers;
-  bool open; /* created and neither finalized nor cancelled */
+  unsigned inactivity_timeout; /* s the engine lets the ticket idle (0 = forever) */
+  bool open;                   /* created and neither finalized nor cancelled */
 };
 
 /* json.c: pure parsing (unit-tested). */

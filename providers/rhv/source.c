@@ -18,8 +18,10 @@
  *
  * THREAD MODEL: after open, each disk's transfer and allocated map change only under the
  * disk's lock; reads take the lock only to find the pool, so they run in parallel.  The
- * keeper thread is started by the first read in the process that serves (nbdkit forks
- * after open), and stopped in release.
+ * keeper thread is started by the first read in a process and stopped in release.  nbdkit
+ * forks after open (and reads may happen before, with fill=true): a fork handler stops the
+ * keeper before any fork, so no lock is copied held and neither process keeps a keeper it
+ * does not need; the next read starts one again where reads happen.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -38,7 +40,13 @@
 #include "providers/source.h"
 #include "rhv.h"
 
-#define KEEPALIVE_SECONDS 30 /* well within the 120 s inactivity timeout we ask for */
+/* Touch a ticket idle for a third of its inactivity timeout (30 s at most). */
+static uint64_t
+keepalive_ms (const struct rhv_transfer *t)
+{
+  uint64_t ms = t->inactivity_timeout * 1000 / 3;
+  return ms == 0 || ms > 30000 ? 30000 : ms < 500 ? 500 : ms;
+}
 
 DEFINE_VECTOR_TYPE (pool_vector, struct http_pool *);
 
@@ -47,6 +55,7 @@ struct rhv_disk_state {
   struct rhv_transfer t;
   pool_vector retired; /* pools of ended transfers, which reads may still hold */
   bool incremental;    /* the backup has this disk's changes since from_checkpoint */
+  bool untouchable;    /* the keeper's OPTIONS failed: the ticket is gone */
   uint64_t last_io;    /* monotonic ms of the last request on the ticket */
   bool map_done, map_known;
   extent_vector allocated; /* the data areas (not zero) */
@@ -68,6 +77,8 @@ struct rhv_source {
   pthread_t keeper;
   pid_t keeper_pid; /* the process whose keeper runs, 0 = none */
   bool keeper_stop;
+  bool released;           /* no keeper any more */
+  struct rhv_source *next; /* in the list the fork handler walks */
 
   uint64_t zero_bytes, restarts; /* atomics */
 };
@@ -275,6 +286,64 @@ fill_base_vm (struct rhv_source *src)
   return 0;
 }
 
+/* Stop the keeper thread (if this process runs one) and wait for it. */
+static void
+halt_keeper (struct rhv_source *src)
+{
+  pid_t pid;
+
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&src->keeper_lock);
+    pid = src->keeper_pid;
+    src->keeper_stop = true;
+    pthread_cond_broadcast (&src->keeper_cond);
+  }
+  if (pid == getpid ())
+    pthread_join (src->keeper, NULL);
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&src->keeper_lock);
+  src->keeper_pid = 0;
+  src->keeper_stop = false;
+}
+
+static pthread_mutex_t sources_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rhv_source *sources;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+before_fork (void)
+{
+  pthread_mutex_lock (&sources_lock);
+  for (struct rhv_source *s = sources; s; s = s->next)
+    halt_keeper (s);
+}
+
+static void
+after_fork (void)
+{
+  pthread_mutex_unlock (&sources_lock);
+}
+
+static void
+register_atfork (void)
+{
+  pthread_atfork (before_fork, after_fork, after_fork);
+}
+
+static void
+list_source (struct rhv_source *src, bool add)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&sources_lock);
+  struct rhv_source **p = &sources;
+
+  while (*p && *p != src)
+    p = &(*p)->next;
+  if (add && *p == NULL) {
+    src->next = sources;
+    sources = src;
+  } else if (!add && *p)
+    *p = src->next;
+}
+
 static struct source *
 rhv_open (const struct source_config *config)
 {
@@ -288,6 +357,8 @@ rhv_open (const struct source_config *config)
   disks = &src->base.disks;
   pthread_mutex_init (&src->keeper_lock, NULL);
   pthread_cond_init (&src->keeper_cond, NULL);
+  pthread_once (&atfork_once, register_atfork);
+  list_source (src, true);
   src->metadata_only = config->metadata_only;
   src->cfg = (struct rhv_config){
     .url = strdup (config->url),
@@ -345,22 +416,6 @@ err:
   return NULL;
 }
 
-static void
-stop_keeper (struct rhv_source *src)
-{
-  pid_t pid;
-
-  {
-    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&src->keeper_lock);
-    pid = src->keeper_pid;
-    src->keeper_stop = true;
-    pthread_cond_broadcast (&src->keeper_cond);
-  }
-  if (pid == getpid ())
-    pthread_join (src->keeper, NULL);
-  src->keeper_pid = 0;
-}
-
 static int
 rhv_release (struct source *base)
 {
@@ -369,7 +424,11 @@ rhv_release (struct source *base)
 
   if (src->e == NULL)
     return 0;
-  stop_keeper (src);
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&src->keeper_lock);
+    src->released = true;
+  }
+  halt_keeper (src);
   for (size_t i = 0; src->state && i < base->disks.len; i++) {
     char what[512];
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&src->state[i].lock);
@@ -392,6 +451,7 @@ rhv_close (struct source *base)
   struct rhv_source *src = (struct rhv_source *)base;
 
   rhv_release (base);
+  list_source (src, false);
   for (size_t i = 0; src->state && i < base->disks.len; i++) {
     rhv_transfer_free (&src->state[i].t);
     for (size_t k = 0; k < src->state[i].retired.len; k++)
@@ -427,7 +487,11 @@ keeper_main (void *opaque)
       ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&src->keeper_lock);
       struct timespec ts;
       clock_gettime (CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
+      ts.tv_nsec += 250 * 1000 * 1000;
+      if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+      }
       if (!src->keeper_stop)
         pthread_cond_timedwait (&src->keeper_cond, &src->keeper_lock, &ts);
       if (src->keeper_stop)
@@ -435,15 +499,23 @@ keeper_main (void *opaque)
     }
     for (size_t i = 0; i < src->base.disks.len; i++) {
       struct rhv_disk_state *sd = &src->state[i];
-      unsigned readers;
-      bool extents;
-      if (now_ms () - __atomic_load_n (&sd->last_io, __ATOMIC_RELAXED) <
-          KEEPALIVE_SECONDS * 1000)
-        continue;
+      struct http_response resp = { 0 };
       ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&sd->lock);
-      if (sd->t.pool &&
-          rhv_imageio_options (sd->t.pool, sd->t.path, &readers, &extents) == 0)
+      if (sd->t.pool == NULL || sd->untouchable ||
+          now_ms () - __atomic_load_n (&sd->last_io, __ATOMIC_RELAXED) <
+              keepalive_ms (&sd->t))
+        continue;
+      if (http_request (sd->t.pool, "OPTIONS", sd->t.path, NULL, NULL, 0, true, &resp) ==
+              0 &&
+          resp.status == 200)
         __atomic_store_n (&sd->last_io, now_ms (), __ATOMIC_RELAXED);
+      else {
+        /* A read will find out why, and start a new transfer if the engine ended it. */
+        log_debug ("vm %s disk %s: keep-alive OPTIONS failed (HTTP %ld); not trying again",
+                   src->vm.id, src->base.disks.ptr[i].key, resp.status);
+        sd->untouchable = true;
+      }
+      http_response_reset (&resp);
     }
   }
 }
@@ -453,7 +525,7 @@ static void
 ensure_keeper (struct rhv_source *src)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&src->keeper_lock);
-  if (src->keeper_pid == getpid () || src->keeper_stop)
+  if (src->keeper_pid == getpid () || src->keeper_stop || src->released)
     return;
   if (pthread_create (&src->keeper, NULL, keeper_main, src) == 0)
     src->keeper_pid = getpid ();
@@ -483,6 +555,7 @@ restart_transfer (struct rhv_source *src, size_t i)
   if (rhv_transfer_start (src->e, &src->cfg, src->base.disks.ptr[i].key, src->backup_id,
                           what, &sd->t) == -1)
     return -1;
+  sd->untouchable = false;
   __atomic_add_fetch (&src->restarts, 1, __ATOMIC_RELAXED);
   return 1;
 }

@@ -226,6 +226,13 @@ rhv_transfer_start (struct rhv_engine *e, const struct rhv_config *config,
     if (rhv_call_ok (e, what, "GET", path, NULL, &j) == -1)
       goto err;
   }
+  {
+    uint64_t secs;
+    t->inactivity_timeout =
+        rhv_json_u64 (j, "inactivity_timeout", &secs) == 0 && secs < 86400
+            ? secs
+            : (uint64_t)atoi (INACTIVITY_TIMEOUT);
+  }
   if (connect_imageio (config, j, t, what) == -1)
     goto err;
   json_decref (j);
