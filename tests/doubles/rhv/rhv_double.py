@@ -39,13 +39,14 @@ STATE = {
     "backups": {},
     "stats": {"imageio_bytes": 0, "imageio_requests": 0, "logins": 0,
               "failed_logins": 0, "logouts": 0, "transfers": 0, "backups": 0},
-    "faults": {"transfer_url_reachable": False, "max_inactivity": None,
+    "faults": {"transfer_url": "unresolvable", "max_inactivity": None,
                "init_polls": 1, "token_ttl": 3600, "imageio_500": 0},
 }
 SD = {"id": "5b8c5a1e-0000-4000-8000-00000000d001", "name": "data1"}
 HOST = {"id": "7a6f3b2c-0000-4000-8000-00000000a001", "name": "host1"}
 ARGS = None
 IMAGEIO_PORT = 0
+REFUSED_PORT = 0
 POLL_SECONDS = 0.5
 
 
@@ -110,9 +111,13 @@ def transfer_json(t):
     if t["backup"]:
         j["backup"] = {"id": t["backup"]}
     if t["phase"] == "transferring":
-        host = "localhost" if STATE["faults"]["transfer_url_reachable"] else \
-            "host1.unresolvable.invalid"
-        j["transfer_url"] = "https://%s:%d/images/%s" % (host, IMAGEIO_PORT, t["ticket"])
+        # The host's daemon: a name unknown here (as from a pod), 127.0.0.1 (reachable,
+        # told apart from the proxy's "localhost"), or a port nobody listens on.
+        mode = STATE["faults"]["transfer_url"]
+        host = {"unresolvable": "host1.unresolvable.invalid:%d" % IMAGEIO_PORT,
+                "direct": "127.0.0.1:%d" % IMAGEIO_PORT,
+                "refused": "127.0.0.1:%d" % REFUSED_PORT}[mode]
+        j["transfer_url"] = "https://%s/images/%s" % (host, t["ticket"])
         j["proxy_url"] = "https://localhost:%d/images/%s" % (IMAGEIO_PORT, t["ticket"])
     return j
 
@@ -424,7 +429,7 @@ class EngineHandler(Handler):
             "id": tid, "disk": did, "backup": backup["id"] if backup else None,
             "phase": "initializing", "ticket": str(uuid.uuid4()), "size": disk["size"],
             "transferred": 0, "ranges": [], "bytes": 0, "active": 0, "polls": 0,
-            "idle_polls": 0, "inactivity_timeout": inactivity, "ticket_valid": False,
+            "idle_polls": 0, "inactivity_timeout": inactivity, "touches": 0, "ticket_valid": False,
             "last_activity": time.monotonic(), "dirty": bitmap is not None,
             "bitmap": bitmap, "proc": None, "sock": None, "cancel_reason": None}
         disk["status"] = "locked"
@@ -537,6 +542,7 @@ class ImageioHandler(Handler):
     def touch(self, t):
         with LOCK:
             t["last_activity"] = time.monotonic()
+            t["touches"] += 1
 
     def do_HEAD(self):
         self.send(405, "", "text/plain")
@@ -662,7 +668,7 @@ class ControlHandler(Handler):
                 return self.send(200, [
                     {"id": t["id"], "disk": t["disk"], "backup": t["backup"],
                      "phase": t["phase"], "bytes": t["bytes"],
-                     "transferred": t["transferred"],
+                     "transferred": t["transferred"], "touches": t["touches"],
                      "open": t["phase"] in ("initializing", "transferring"),
                      "reason": t["cancel_reason"]}
                     for t in STATE["transfers"].values()])
@@ -802,7 +808,7 @@ class TLSImageio(TLSHandshakeMixin, ImageioHandler):
 
 
 def main():
-    global ARGS, IMAGEIO_PORT
+    global ARGS, IMAGEIO_PORT, REFUSED_PORT
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--user", default="admin@internal")
@@ -816,6 +822,9 @@ def main():
     imageio = serve(TLSImageio, "imageio", ctx)
     control = serve(ControlHandler, "control", None)
     IMAGEIO_PORT = imageio.server_address[1]
+    with socket.socket() as s:  # a port that refuses connections
+        s.bind(("127.0.0.1", 0))
+        REFUSED_PORT = s.getsockname()[1]
     threading.Thread(target=engine_poller, daemon=True).start()
 
     def stop(*_):
