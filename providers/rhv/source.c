@@ -220,39 +220,42 @@ static int
 start_backup (struct rhv_source *src, const char *checkpoint)
 {
   size_t n = src->base.disks.len;
-  CLEANUP_FREE const char **ids = calloc (n, sizeof *ids);
-  CLEANUP_FREE char **modes = calloc (n, sizeof *modes);
+  const char **ids = calloc (n, sizeof *ids);
+  char **modes = calloc (n, sizeof *modes);
   int r = -1;
 
   if (ids == NULL || modes == NULL)
-    return -1;
+    goto out;
   if (checkpoint) {
     int known = rhv_checkpoint_exists (src->e, &src->vm, checkpoint);
     if (known == -1)
-      return -1;
+      goto out;
     if (known == 0)
       log_info ("vm %s (%s): the engine has no valid checkpoint %s; taking a full backup "
                 "(every block is read again)",
                 src->vm.id, src->vm.name, checkpoint);
     else if ((src->from_checkpoint = strdup (checkpoint)) == NULL)
-      return -1;
+      goto out;
   }
   for (size_t i = 0; i < n; i++)
     ids[i] = src->base.disks.ptr[i].key;
   if (rhv_backup_start (src->e, &src->vm, src->from_checkpoint, ids, n, &src->backup_id,
                         &src->to_checkpoint, modes) == -1)
-    return -1;
+    goto out;
+  r = 0;
   for (size_t i = 0; i < n; i++) {
     src->state[i].incremental =
         src->from_checkpoint && modes[i] && strcmp (modes[i], "incremental") == 0;
     free (src->base.disks.ptr[i].change_id);
     src->base.disks.ptr[i].change_id = strdup (src->to_checkpoint);
-    free (modes[i]);
     if (src->base.disks.ptr[i].change_id == NULL)
-      goto out;
+      r = -1;
   }
-  r = 0;
 out:
+  for (size_t i = 0; modes && i < n; i++)
+    free (modes[i]);
+  free (modes);
+  free (ids);
   return r;
 }
 
@@ -730,7 +733,7 @@ wait_down (struct rhv_source *src, unsigned timeout)
 static int
 vm_action (struct rhv_source *src, const char *action)
 {
-  CLEANUP_FREE char *path = NULL, *body = rhv_xml ("action", NULL);
+  CLEANUP_FREE char *path = NULL, *body = rhv_xml ("action", (const char *)NULL);
   char what[256];
 
   snprintf (what, sizeof what, "vm %s (%s)", src->vm.id, src->vm.name);

@@ -170,11 +170,11 @@ rhv_transfer_start (struct rhv_engine *e, const struct rhv_config *config,
   if (backup_id)
     body = rhv_xml ("image_transfer", "disk@id", disk_id, "backup@id", backup_id,
                     "direction", "download", "format", "raw", "inactivity_timeout",
-                    INACTIVITY_TIMEOUT, "timeout_policy", "cancel", NULL);
+                    INACTIVITY_TIMEOUT, "timeout_policy", "cancel", (const char *)NULL);
   else
     body = rhv_xml ("image_transfer", "disk@id", disk_id, "direction", "download", "format",
                     "raw", "inactivity_timeout", INACTIVITY_TIMEOUT, "timeout_policy",
-                    "cancel", NULL);
+                    "cancel", (const char *)NULL);
   if (body == NULL || t->disk_id == NULL)
     return -1;
 
@@ -293,7 +293,7 @@ rhv_transfer_finish (struct rhv_engine *e, struct rhv_transfer *t, bool ok,
   t->pool = NULL;
   if (!t->open)
     return 0;
-  action = rhv_xml ("action", NULL);
+  action = rhv_xml ("action", (const char *)NULL);
   if (action == NULL || asprintf (&path, "/imagetransfers/%s/%s", t->id, verb) == -1)
     return -1;
   status = rhv_call (e, "POST", path, action, NULL, &fault);
@@ -456,7 +456,7 @@ err:
 int
 rhv_backup_finalize (struct rhv_engine *e, const struct rhv_vm *vm, const char *backup_id)
 {
-  CLEANUP_FREE char *path = NULL, *action = rhv_xml ("action", NULL);
+  CLEANUP_FREE char *path = NULL, *action = rhv_xml ("action", (const char *)NULL);
   char what[256];
   double deadline = time_monotonic () + FINISH_TIMEOUT;
   unsigned delay = 100;

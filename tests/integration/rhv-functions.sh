@@ -6,7 +6,8 @@
 #   start_rhv_double        # sets ENGINE_URL CACERT CONTROL RHV_USER RHV_PASSWORD
 #   vm=$(rhv_create_vm web01 down 32M 16M)
 #   start_ferry_rhv vm=web01
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2154
+# (top, tmpdir and plugin come from functions.sh, sourced first)
 
 rhv_double=$top/tests/doubles/rhv/rhv_double.py
 

@@ -219,14 +219,14 @@ static void
 test_xml_body (void **state)
 {
   char *x = rhv_xml ("image_transfer", "disk@id", "d<1>", "direction", "download", "format",
-                     "raw", NULL);
+                     "raw", (const char *)NULL);
 
   assert_non_null (x);
   assert_non_null (strstr (x, "<image_transfer><disk id=\"d&lt;1&gt;\"/>"
                               "<direction>download</direction><format>raw</format>"
                               "</image_transfer>"));
   free (x);
-  x = rhv_xml ("action", NULL);
+  x = rhv_xml ("action", (const char *)NULL);
   assert_non_null (strstr (x, "<action/>"));
   free (x);
 }
