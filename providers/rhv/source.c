@@ -351,9 +351,17 @@ static struct source *
 rhv_open (const struct source_config *config)
 {
   extern const struct source_ops rhv_source_ops;
-  struct rhv_source *src = calloc (1, sizeof *src);
+  struct rhv_source *src;
   disk_vector *disks;
 
+  /* Callers that skip source_config_check (ferry) still get a message, not a crash. */
+  if (config->url == NULL || config->user == NULL || config->password == NULL ||
+      config->vm == NULL) {
+    log_error ("provider=rhv needs url=https://ENGINE/ovirt-engine/api, user=, password= "
+               "and vm=");
+    return NULL;
+  }
+  src = calloc (1, sizeof *src);
   if (src == NULL)
     return NULL;
   src->base.ops = &rhv_source_ops;
