@@ -140,7 +140,8 @@ int rhv_transfer_start (struct rhv_engine *e, const struct rhv_config *config,
                         struct rhv_transfer *t);
 int rhv_transfer_finish (struct rhv_engine *e, struct rhv_transfer *t, bool ok,
                          const char *what);
-/* Is the transfer still transferring (1), over (0), or unknown (-1, reported)? */
+/* Is the transfer transferring (1), over (0), stuck in another phase such as paused
+ * (2), or unknown (-1, reported)? */
 int rhv_transfer_alive (struct rhv_engine *e, struct rhv_transfer *t, const char *what);
 void rhv_transfer_free (struct rhv_transfer *t);
 

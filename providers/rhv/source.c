@@ -548,20 +548,25 @@ ensure_keeper (struct rhv_source *src)
  * the read may be tried again.
  */
 static int
-restart_transfer (struct rhv_source *src, size_t i)
+restart_transfer (struct rhv_source *src, size_t i, const struct http_pool *used)
 {
   struct rhv_disk_state *sd = &src->state[i];
   char what[512];
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&sd->lock);
-  int alive = rhv_transfer_alive (src->e, &sd->t, what_disk (src, i, what, sizeof what));
+  int alive;
 
-  if (alive != 0)
+  if (sd->t.pool != used)
+    return sd->t.pool ? 1 : 0; /* another read has started a new transfer already */
+  alive = rhv_transfer_alive (src->e, &sd->t, what_disk (src, i, what, sizeof what));
+  if (alive == -1 || alive == 1)
     return 0;
   log_info ("%s: the engine ended transfer %s; starting a new one", what, sd->t.id);
   if (pool_vector_append (&sd->retired, sd->t.pool) == -1)
     return -1;
   sd->t.pool = NULL;
-  rhv_transfer_finish (src->e, &sd->t, true, what);
+  if (alive == 2) /* paused or stuck: cancel it, never leave it open */
+    rhv_transfer_finish (src->e, &sd->t, false, what);
+  sd->t.open = false; /* over already: nothing to finalize */
   rhv_transfer_free (&sd->t);
   if (rhv_transfer_start (src->e, &src->cfg, src->base.disks.ptr[i].key, src->backup_id,
                           what, &sd->t) == -1)
@@ -594,7 +599,7 @@ get_range (struct rhv_source *src, size_t i, void *buf, size_t count, uint64_t o
     }
     r = http_get_range (pool, path, buf, count, offset);
     __atomic_store_n (&sd->last_io, now_ms (), __ATOMIC_RELAXED);
-    if (r == 0 || attempt > 0 || restart_transfer (src, i) != 1)
+    if (r == 0 || attempt > 0 || restart_transfer (src, i, pool) != 1)
       return r;
   }
 }

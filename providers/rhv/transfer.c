@@ -273,7 +273,10 @@ rhv_transfer_alive (struct rhv_engine *e, struct rhv_transfer *t, const char *wh
     log_error ("%s: GET %s: HTTP %ld: %s", what, path, status, fault ? fault : "?");
     return -1;
   }
-  r = rhv_json_str (j, "phase") && strcmp (rhv_json_str (j, "phase"), "transferring") == 0;
+  if (rhv_json_str (j, "phase") && strcmp (rhv_json_str (j, "phase"), "transferring") == 0)
+    r = 1;
+  else
+    r = phase_is_over (rhv_json_str (j, "phase")) ? 0 : 2;
   json_decref (j);
   return r;
 }
