@@ -22,7 +22,7 @@ Q := @
 endif
 
 COMMON_SRC    := $(wildcard common/*.c)
-PROVIDERS_SRC := $(wildcard providers/*.c providers/vsphere/*.c)
+PROVIDERS_SRC := $(wildcard providers/*.c providers/vsphere/*.c providers/rhv/*.c)
 DISKCACHE_SRC := $(wildcard diskcache/*.c)
 PLUGIN_SRC    := $(wildcard nbdkit-plugin/*.c)
 FUSE_SRC      := $(wildcard fuse/*.c)

@@ -112,6 +112,7 @@ struct request {
   uint64_t offset;
   bool fresh; /* the last attempt failed in transport: reconnect */
   /* METHOD_POST */
+  const char *verb; /* another method with the same handling ("GET", "OPTIONS"), or NULL */
   struct curl_slist *headers;
   const char *body;
   size_t len;
@@ -506,6 +507,7 @@ prepare (struct handle *h, const struct request *req)
   curl_easy_setopt (h->c, CURLOPT_HTTPGET, 1L);
   curl_easy_setopt (h->c, CURLOPT_RANGE, NULL);
   curl_easy_setopt (h->c, CURLOPT_HTTPHEADER, NULL);
+  curl_easy_setopt (h->c, CURLOPT_CUSTOMREQUEST, NULL);
   curl_easy_setopt (h->c, CURLOPT_FRESH_CONNECT, req->fresh ? 1L : 0L);
   /* Control requests get a deadline; data transfers a deadline and a speed floor, so
    * that a stall is noticed in low_speed_time seconds whatever the request's size.
@@ -529,8 +531,11 @@ prepare (struct handle *h, const struct request *req)
       curl_easy_setopt (h->c, CURLOPT_NOBODY, 1L);
       break;
     case METHOD_POST:
-      curl_easy_setopt (h->c, CURLOPT_POSTFIELDS, req->body);
-      curl_easy_setopt (h->c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->len);
+      if (req->verb == NULL || strcmp (req->verb, "POST") == 0) {
+        curl_easy_setopt (h->c, CURLOPT_POSTFIELDS, req->body);
+        curl_easy_setopt (h->c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->len);
+      } else if (strcmp (req->verb, "GET") != 0)
+        curl_easy_setopt (h->c, CURLOPT_CUSTOMREQUEST, req->verb);
       curl_easy_setopt (h->c, CURLOPT_HTTPHEADER, req->headers);
       break;
   }
@@ -604,8 +609,9 @@ is_transport_error (CURLcode rc)
 static const char *
 describe (char *buf, size_t len, const struct http_pool *pool, const struct request *req)
 {
-  int n = snprintf (buf, len, "%s %s%.*s", method_names[req->method], pool->base_url,
-                    path_shown (req->path), req->path);
+  int n =
+      snprintf (buf, len, "%s %s%.*s", req->verb ? req->verb : method_names[req->method],
+                pool->base_url, path_shown (req->path), req->path);
 
   if (req->method == METHOD_GET_RANGE && n >= 0 && (size_t)n < len)
     snprintf (buf + n, len - n, " (bytes %" PRIu64 "-%" PRIu64 ")", req->offset,
@@ -809,7 +815,16 @@ int
 http_post (struct http_pool *pool, const char *path, const char *const *headers,
            const char *body, size_t len, bool idempotent, struct http_response *resp)
 {
+  return http_request (pool, "POST", path, headers, body, len, idempotent, resp);
+}
+
+int
+http_request (struct http_pool *pool, const char *verb, const char *path,
+              const char *const *headers, const char *body, size_t len, bool idempotent,
+              struct http_response *resp)
+{
   struct request req = { .method = METHOD_POST,
+                         .verb = verb,
                          .path = path,
                          .body = body,
                          .len = len,

@@ -126,6 +126,13 @@ void http_pool_stats (struct http_pool *pool, struct http_stats *stats);
 int http_post (struct http_pool *pool, const char *path, const char *const *headers,
                const char *body, size_t len, bool idempotent, struct http_response *resp);
 
+/* The same for another method: VERB "GET" or "OPTIONS" (BODY NULL), "POST", "DELETE"...
+ * The caller handles a 401 (the pool's reauth is for GET/HEAD of data).
+ */
+int http_request (struct http_pool *pool, const char *verb, const char *path,
+                  const char *const *headers, const char *body, size_t len, bool idempotent,
+                  struct http_response *resp);
+
 /* HEAD PATH: *size from Content-Length; fails unless 200 and Accept-Ranges: bytes. */
 int http_head_size (struct http_pool *pool, const char *path, uint64_t *size);
 

@@ -149,6 +149,10 @@ ferry_config (const char *key, const char *value)
     config.provider = value;
   else if (strcmp (key, "server") == 0)
     config.server = value;
+  else if (strcmp (key, "url") == 0)
+    config.url = value;
+  else if (strcmp (key, "checkpoint") == 0)
+    config.checkpoint = value;
   else if (strcmp (key, "user") == 0)
     config.user = value;
   else if (strcmp (key, "password") == 0) {
@@ -223,8 +227,10 @@ ferry_config_complete (void)
 }
 
 #define ferry_config_help                                                                  \
-  "provider=vsphere          (required) The source kind.\n"                                \
-  "server=HOST[:PORT]        (required) vCenter or ESXi host.\n"                           \
+  "provider=vsphere|rhv      (required) The source kind.\n"                                \
+  "server=HOST[:PORT]        (required for vsphere) vCenter or ESXi host.\n"               \
+  "url=https://ENGINE/ovirt-engine/api  (required for rhv) The oVirt engine.\n"            \
+  "checkpoint=ID             rhv: read the changes since this backup checkpoint.\n"        \
   "user=NAME                 (required) User name.\n"                                      \
   "password=SECRET|+FILE|-|-FD (required) Password (prefer +FILE).\n"                      \
   "vm=MOREF|NAME             The VM, by managed object id or name.\n"                      \

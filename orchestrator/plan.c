@@ -180,9 +180,18 @@ load_source (struct loader *l, struct plan *p, json_t *src)
   p->url = get_string (l, src, "source", "url", true);
   p->secret_dir = get_string (l, src, "source", "secret", true);
   p->datacenter = get_string (l, src, "source", "datacenter", false);
-  if (p->source_type && strcmp (p->source_type, "vsphere") != 0)
-    problem (l, "source.type \"%s\": only \"vsphere\" is supported", p->source_type);
-  if (p->url) {
+  if (p->source_type && strcmp (p->source_type, "vsphere") != 0 &&
+      strcmp (p->source_type, "ovirt") != 0)
+    problem (l, "source.type \"%s\": only \"vsphere\" and \"ovirt\" are supported",
+             p->source_type);
+  if (p->url && p->source_type && strcmp (p->source_type, "ovirt") == 0) {
+    size_t n = strlen (p->url);
+    while (n > 0 && p->url[n - 1] == '/')
+      n--;
+    if (strncmp (p->url, "https://", 8) != 0 || n < 12 ||
+        strncmp (p->url + n - 4, "/api", 4) != 0)
+      problem (l, "source.url \"%s\": expected https://ENGINE/ovirt-engine/api", p->url);
+  } else if (p->url) {
     const char *host = strstr (p->url, "://");
     host = host ? host + 3 : p->url;
     size_t n = strcspn (host, "/");
@@ -452,15 +461,18 @@ plan_free (struct plan *p)
 struct source_config
 plan_source_config (const struct plan *p, const struct plan_vm *vm)
 {
+  bool ovirt = strcmp (p->source_type, "ovirt") == 0; /* the rhv provider, url= */
+
   return (struct source_config){
-    .provider = p->source_type,
-    .server = p->server,
+    .provider = ovirt ? "rhv" : p->source_type,
+    .server = ovirt ? NULL : p->server,
+    .url = ovirt ? p->url : NULL,
     .user = p->user,
     .password = p->password,
     .vm = vm->id ? vm->id : vm->name,
     .datacenter = p->datacenter,
     .cacert = p->cacert,
-    .thumbprint = p->thumbprint,
+    .thumbprint = ovirt ? NULL : p->thumbprint,
     .sslverify = !p->insecure,
     /* One session per VM whose disks are read in parallel: room for each of them. */
     .connections = p->connections_per_disk * p->max_per_host > 64

@@ -8,9 +8,10 @@
 #include "common/log.h"
 #include "source.h"
 
-extern const struct source_ops vsphere_source_ops;
+extern const struct source_ops vsphere_source_ops, rhv_source_ops;
 
-static const struct source_ops *const providers[] = { &vsphere_source_ops };
+static const struct source_ops *const providers[] = { &vsphere_source_ops,
+                                                      &rhv_source_ops };
 
 static const struct source_ops *
 find_provider (const char *name)
@@ -28,16 +29,20 @@ source_config_check (const struct source_config *c)
   char tp[128];
 
   if (ops == NULL) {
-    log_error ("provider=%s: only provider=vsphere is supported",
+    log_error ("provider=%s: only provider=vsphere and provider=rhv are supported",
                c->provider ? c->provider : "(missing)");
     return -1;
   }
-  if (c->server == NULL || *c->server == '\0' || c->user == NULL || c->password == NULL) {
-    log_error ("server=, user= and password= are required (password=+FILE reads it from a "
-               "file, password=- asks for it)");
+  if ((ops == &rhv_source_ops ? c->url == NULL : c->server == NULL || *c->server == '\0') ||
+      c->user == NULL || c->password == NULL) {
+    log_error ("%s, user= and password= are required (password=+FILE reads it from a "
+               "file, password=- asks for it)",
+               ops == &rhv_source_ops ? "url=" : "server=");
     return -1;
   }
-  if (strchr (c->server, '/') || strchr (c->server, '@')) {
+  if (c->server && ops == &rhv_source_ops)
+    return ops->config_check (c); /* says which parameter rhv takes instead */
+  if (c->server && (strchr (c->server, '/') || strchr (c->server, '@'))) {
     log_error ("server=%s: give a host name or address with an optional :PORT, not a URL",
                c->server);
     return -1;

@@ -21,8 +21,9 @@
 #include "providers/provider.h"
 
 struct source_config {
-  const char *provider; /* "vsphere" */
+  const char *provider; /* "vsphere", "rhv" */
   const char *server;   /* HOST[:PORT] */
+  const char *url;      /* rhv: https://ENGINE/ovirt-engine/api */
   const char *user;
   const char *password;
   const char *vm; /* moref or name */
@@ -34,6 +35,7 @@ struct source_config {
   const char *thumbprint;
   bool sslverify;
   unsigned connections;
+  const char *checkpoint; /* rhv: back up the changes since this checkpoint */
   /* Why ferry makes its snapshot, shown in its name and description ("inspect" when
    * NULL; ferry: "wave-1/web01 round 3").
    */
