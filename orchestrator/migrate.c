@@ -67,6 +67,7 @@ struct disk_job {
  * says why it failed in the server's own words.
  */
 static struct progress *log_progress;
+static __thread bool tracking; /* a VM or disk thread: keeps its first error */
 static __thread char *thread_error;
 static char *last_error;
 static pthread_mutex_t last_error_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -78,7 +79,7 @@ capture_error (const char *msg)
 
   snprintf (line, sizeof line, "ferry: %s", msg);
   progress_log (log_progress, line);
-  if (thread_error == NULL)
+  if (tracking && thread_error == NULL)
     thread_error = strdup (msg);
   pthread_mutex_lock (&last_error_lock);
   free (last_error);
@@ -102,6 +103,14 @@ capture_warning (const char *msg)
 
   snprintf (line, sizeof line, "ferry: warning: %s", msg);
   progress_log (log_progress, line);
+}
+
+/* Forget this thread's error (the work it was about succeeded, or the thread ends). */
+static void
+drop_error (void)
+{
+  free (thread_error);
+  thread_error = NULL;
 }
 
 /* The first error of this thread (or the last one anywhere), malloc'd; clears it. */
@@ -247,6 +256,7 @@ disk_thread (void *arg)
   CLEANUP_FREE char *why = NULL;
   bool slot = false;
 
+  tracking = true;
   dj->r = -1;
   if (plan_resolve_target (run->plan, dj->vm->pvm, dj->index, d->key, d->datastore,
                            &dj->target, &kind, &why) == -1) {
@@ -290,6 +300,7 @@ out:
     add_to_copy (dj, -(int64_t)dj->to_copy);
   if (dj->r == -1)
     dj->error = take_error ("the copy failed");
+  drop_error ();
   return NULL;
 }
 
@@ -594,6 +605,7 @@ finish_vm (struct vm_job *vj, bool ok)
   CLEANUP_FREE char *error = ok ? NULL : take_error ("failed");
   char text[4200];
 
+  drop_error (); /* what failed on the way to success */
   vj->ok = ok;
   journal_lock (run->journal);
   json_t *vm = journal_vm (run->journal, vj->label);
@@ -626,6 +638,7 @@ vm_thread (void *arg)
   unsigned round;
   bool cutting_over;
 
+  tracking = true;
   journal_lock (run->journal);
   json_t *vm = journal_vm (run->journal, vj->label);
   snprintf (state, sizeof state, "%s", json_string_value (json_object_get (vm, "state")));
@@ -779,6 +792,8 @@ migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress)
     failed = 1;
 
 out:
+  free (last_error);
+  last_error = NULL;
   free (names);
   free (jobs);
   sched_free (run.sched);
