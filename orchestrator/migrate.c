@@ -426,6 +426,18 @@ do_round (struct vm_job *vj, unsigned round, bool final)
   cfg.snapshot = "create";
   cfg.purpose = purpose;
   cfg.stop = &run->cancel;
+  /* Providers whose point in time is a backup since a checkpoint (RHV) start from the
+   * one the targets hold; vSphere's snapshots need none.
+   */
+  journal_lock (run->journal);
+  json_t *held = json_object_iter_value (
+      json_object_iter (json_object_get (journal_vm (run->journal, vj->label), "disks")));
+  CLEANUP_FREE char *since =
+      json_is_string (json_object_get (held, "changeId"))
+          ? strdup (json_string_value (json_object_get (held, "changeId")))
+          : NULL;
+  journal_unlock (run->journal);
+  cfg.checkpoint = since;
   journal_lock (run->journal);
   json_object_set_new (journal_vm (run->journal, vj->label), "bytesToCopy",
                        json_integer (0));
