@@ -186,6 +186,7 @@ help:
 	@echo "make clean        remove build products"
 	@echo "V=1               show full command lines"
 
+include fuzz/fuzz.mk
 -include $(OBJS:.o=.d)
 
 # http test driver
