@@ -139,7 +139,7 @@ script power-state k "$power"
 # fuzz-cbt: "CAPACITY CHANGEID", then the windows.
 printf '%s\n%s' 8388608 "$alloc" >"$out/cbt/allocated"
 printf '%s %s\n%s' 8388608 "$change_id" "$badcid" >"$out/cbt/fault"
-echo "captured $(ls "$out/soap" | wc -l) answers, $n scripts"
+echo "captured $(find "$out/soap" -type f | wc -l) answers, $n scripts"
 
 # fuzz-meta and fuzz-vmjson: the plugin's cache metadata after a filled snapshot, and the
 # vm.json it wrote, for the VM above (both disks, the first one with data).
@@ -156,4 +156,4 @@ jq -r '.disks[] | "\(.export)\t\(.label)"' "$tmpdir/vm.json" >"$out/vmjson/plugi
 echo >>"$out/vmjson/plugin-two-disks"
 cat "$tmpdir/vm.json" >>"$out/vmjson/plugin-two-disks"
 cp "$tmpdir/vm.json" "$out/vmjson/plugin-default-export"
-echo "captured $(ls "$out/meta" | wc -l) metadata files and vm.json"
+echo "captured $(find "$out/meta" -type f | wc -l) metadata files and vm.json"

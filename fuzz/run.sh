@@ -59,7 +59,8 @@ for t in "${targets[@]}"; do
   rc=$?
   done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n1)
   if [ $rc = 0 ] && [ -n "$done_line" ]; then
-    printf 'fuzz-%s: %s\n' "$t" "$(awk '{ sub("#", "", $1); print $1 " executions, " $4 " " $5 " " $6 " " $7 " " $8 " " $9 }' <<<"$done_line")"
+    printf 'fuzz-%s: %s\n' "$t" "$(awk '{ sub("#", "", $1)
+      print $1 " executions, 0 crashes (cov " $4 ", features " $6 ", corpus " $8 ", " $12 " exec/s)" }' <<<"$done_line")"
   else
     failed=1
     printf 'fuzz-%s: FAILED (exit %d), log %s\n' "$t" "$rc" "$log"
