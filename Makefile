@@ -126,8 +126,12 @@ check-asan:
 	FERRY_ASAN=1 tests/run-tests.sh $(UNIT_TESTS) -- $(sort $(wildcard tests/integration/test-*.sh)); \
 	  rc=$$?; $(MAKE) clean-objs; exit $$rc
 
-check-valgrind: all $(UNIT_TESTS)
-	$(Q)FERRY_VALGRIND=1 tests/run-tests.sh $(UNIT_TESTS) --
+# Unit tests, and the integration tests that start nbdkit with the plugin or ferryfs, under
+# valgrind memcheck (tests/run-tests.sh; suppressions in tests/valgrind.supp).
+VALGRIND_TESTS := $(sort $(wildcard tests/integration/test-plugin-*.sh \
+                    tests/integration/test-cache-*.sh tests/integration/test-ferryfs-*.sh))
+check-valgrind: all $(TEST_PROGS)
+	$(Q)FERRY_VALGRIND=1 tests/run-tests.sh $(UNIT_TESTS) -- $(VALGRIND_TESTS)
 
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all $(DOUBLE)
@@ -178,7 +182,8 @@ help:
 	@echo "make check        unit then integration tests; ends with 'N passed, N failed, N skipped'"
 	@echo "make check-unit   only the cmocka unit tests"
 	@echo "make check-asan   unit and integration tests built with ASan and UBSan"
-	@echo "make check-valgrind  unit tests under valgrind"
+	@echo "make check-valgrind  unit, plugin, cache and ferryfs tests under valgrind memcheck"
+	@echo "make fuzz         libFuzzer targets, each for FUZZ_SECONDS (fuzz/README.md)"
 	@echo "make bench        benchmarks against peers measured in the same run"
 	@echo "make demo         the README's demo on the built-in vSphere double"
 	@echo "make install      install the plugin (DESTDIR, PREFIX; plugin into nbdkit's plugindir)"
