@@ -25,8 +25,10 @@ while [ $# -gt 0 ]; do
 done
 [ ${#targets[@]} -gt 0 ] || { echo "usage: fuzz/run.sh [--seconds N | --runs N] TARGET..." >&2; exit 2; }
 
-# Huge allocations are the code's to refuse (they return NULL and the code reports it);
-# libFuzzer's own malloc limit would call each one a crash.
+# -timeout: one input taking 25 s is a hang even on a loaded machine (a starved process
+# shows 10 s of wall time for 20 ms of work).  Huge allocations are the code's to refuse
+# (they return NULL and the code reports it); libFuzzer's own malloc limit would call each
+# one a crash.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-allocator_may_return_null=1:malloc_context_size=8}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
@@ -53,7 +55,7 @@ for t in "${targets[@]}"; do
       printf 'fuzz-%s: open bug (reported) still reproduces: %s\n' "$t" "$r"
     fi
   done
-  "$bin" "${limit[@]}" -timeout=10 -malloc_limit_mb=65536 -print_final_stats=1 \
+  "$bin" "${limit[@]}" -timeout=25 -malloc_limit_mb=65536 -print_final_stats=1 \
     -artifact_prefix="$out"/crashes/"$t"- "${extra[@]}" "$work" "${seeds[@]}" \
     >"$log" 2>&1
   rc=$?
