@@ -128,8 +128,17 @@ check-asan:
 	FERRY_ASAN=1 tests/run-tests.sh $(UNIT_TESTS) -- $(sort $(wildcard tests/integration/test-*.sh)); \
 	  rc=$$?; $(MAKE) clean-objs; exit $$rc
 
-check-valgrind: all $(UNIT_TESTS)
-	$(Q)FERRY_VALGRIND=1 tests/run-tests.sh $(UNIT_TESTS) --
+# Unit tests, and the integration tests that start nbdkit with the plugin or ferryfs, under
+# valgrind memcheck (tests/run-tests.sh; suppressions in tests/valgrind.supp).  Not
+# test-cache-crash: it kills nbdkit on purpose, and a killed process cannot be checked.
+# Not test-ferryfs-nbd and -guest: they check inspection.json, and ferryfs's inspection
+# child re-executes /proc/self/exe, which under valgrind is valgrind's own tool.
+VALGRIND_TESTS := $(filter-out %/test-cache-crash.sh %/test-ferryfs-nbd.sh \
+                    %/test-ferryfs-guest.sh,$(sort $(wildcard \
+                    tests/integration/test-plugin-*.sh tests/integration/test-cache-*.sh \
+                    tests/integration/test-ferryfs-*.sh)))
+check-valgrind: all $(TEST_PROGS)
+	$(Q)FERRY_VALGRIND=1 tests/run-tests.sh $(UNIT_TESTS) -- $(VALGRIND_TESTS)
 
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all $(DOUBLE)
@@ -180,7 +189,8 @@ help:
 	@echo "make check        unit then integration tests; ends with 'N passed, N failed, N skipped'"
 	@echo "make check-unit   only the cmocka unit tests"
 	@echo "make check-asan   unit and integration tests built with ASan and UBSan"
-	@echo "make check-valgrind  unit tests under valgrind"
+	@echo "make check-valgrind  unit, plugin, cache and ferryfs tests under valgrind memcheck"
+	@echo "make fuzz         libFuzzer targets, each for FUZZ_SECONDS (fuzz/README.md)"
 	@echo "make bench        benchmarks against peers measured in the same run"
 	@echo "make demo         a warm migration with ferry on the built-in vSphere double"
 	@echo "make install      install the plugin (DESTDIR, PREFIX; plugin into nbdkit's plugindir)"
@@ -189,6 +199,7 @@ help:
 	@echo "V=1               show full command lines"
 
 include vddk/vddk.mk
+include fuzz/fuzz.mk
 
 -include $(OBJS:.o=.d)
 

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -325,6 +326,7 @@ load_slot (struct dcache *c, int slot, struct dcache_meta *m, uint8_t **bitmap, 
   uint8_t header[META_HEADER_SIZE];
   uint64_t nblocks;
   size_t len;
+  struct stat st;
   int r;
 
   r = pread_full (c->meta_fd, header, sizeof header, slot * META_HEADER_SIZE);
@@ -338,6 +340,15 @@ load_slot (struct dcache *c, int slot, struct dcache_meta *m, uint8_t **bitmap, 
     return -1;
   }
   len = bm_bytes (nblocks);
+  /* A header's block count is not trusted yet: the file must hold that bitmap before it
+   * is allocated (a bad header must not cost gigabytes).
+   */
+  if (fstat (c->meta_fd, &st) == -1 ||
+      (uint64_t)st.st_size < meta_bitmap_offset (slot, nblocks) + len) {
+    snprintf (why, whylen,
+              "bitmap %d: truncated (the file is shorter than its header says)", slot);
+    return -1;
+  }
   *bitmap = calloc (1, len ? len : 1);
   if (*bitmap == NULL) {
     snprintf (why, whylen, "header %d: %m", slot);

@@ -10,6 +10,7 @@ packages=(
   libcmocka-dev qemu-utils curl openssl
   golang-go golang-github-vmware-govmomi-dev python3-pyvmomi
   cppcheck shellcheck clang-format valgrind time jq
+  clang libclang-rt-14-dev
   libfuse3-dev fuse3 libguestfs-dev libguestfs-tools linux-image-amd64 debootstrap
   qemu-system-x86 fio zstd
 )

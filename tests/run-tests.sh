@@ -4,6 +4,13 @@
 # Runs the unit tests, then the integration tests (exit 77 = skipped, with the reason the
 # test printed), keeps each test's output in tests/logs/NAME.log, and ends with one line:
 #   N passed, N failed, N skipped
+#
+# FERRY_VALGRIND=1 runs the unit tests under valgrind memcheck, and hands integration
+# tests a valgrind command line in FERRY_VALGRIND_CMD that functions.sh puts in front of
+# nbdkit (start_ferry) and ferryfs (start_ferryfs).  Every process valgrind watched writes
+# tests/logs/valgrind/TEST/PID.log; a test passes only if no log counts an error (invalid
+# accesses, uninitialised values, definite leaks), and tests/valgrind.supp holds the
+# suppressions of other projects' noise, each with its reason.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p tests/logs
@@ -35,15 +42,56 @@ for arg in "$@"; do
   if [ $seen_sep = 0 ]; then unit+=("$arg"); else integ+=("$arg"); fi
 done
 
+valgrind_opts=(--error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
+  --show-leak-kinds=definite --keep-debuginfo=yes --num-callers=30
+  --suppressions="$PWD/tests/valgrind.supp")
+
+# valgrind_errors DIR: the logs in DIR that count an error, with their first report.
+valgrind_errors ()
+{
+  local log bad=0
+  for log in "$1"/*.log; do
+    [ -f "$log" ] || continue
+    if grep -q 'ERROR SUMMARY: [1-9]' "$log"; then
+      bad=1
+      echo "valgrind: errors in $log:"
+      grep -m 40 '^==[0-9]*== ' "$log" | sed -n '/Invalid\|uninitialised\|definitely lost\|Mismatched\|overlap\|Syscall param/,$p' |
+        head -n 30
+    fi
+  done
+  return $bad
+}
+
+# run_valgrind_test NAME: an integration test whose nbdkit and ferryfs run under valgrind.
+run_valgrind_test ()
+{
+  local name=$1 dir rc
+  dir=$PWD/tests/logs/valgrind/$(basename "$name" .sh)
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  FERRY_VALGRIND_CMD="valgrind ${valgrind_opts[*]} --log-file=$dir/%p.log" NBDKIT_VALGRIND=1 \
+    timeout "${FERRY_TEST_TIMEOUT:-900}" bash "$name"
+  rc=$?
+  if [ $rc = 0 ] || [ $rc = 77 ]; then
+    valgrind_errors "$dir" || return 1
+    echo "valgrind: $(find "$dir" -name '*.log' | wc -l) processes checked, no errors"
+  fi
+  return $rc
+}
+
 for t in "${unit[@]}"; do
   if [ -n "${FERRY_VALGRIND:-}" ]; then
-    run_one "$t" valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite "./$t"
+    run_one "$t" valgrind "${valgrind_opts[@]}" "./$t"
   else
     run_one "$t" "./$t"
   fi
 done
 for t in "${integ[@]}"; do
-  run_one "$t" timeout "${FERRY_TEST_TIMEOUT:-900}" bash "$t"
+  if [ -n "${FERRY_VALGRIND:-}" ]; then
+    run_one "$t" run_valgrind_test "$t"
+  else
+    run_one "$t" timeout "${FERRY_TEST_TIMEOUT:-900}" bash "$t"
+  fi
 done
 
 echo "$pass passed, $failed failed, $skipped skipped"

@@ -248,16 +248,23 @@ find_vm_by_name (struct vs_session *s, const char *name)
     return NULL;
   view = xml_text (ret);
   xmlFreeDoc (doc);
+  if (view == NULL || *view == '\0') {
+    log_error ("%s: CreateContainerView: the server returned no view", s->server);
+    return NULL;
+  }
+  /* What the server sends goes back into requests escaped, like everything else. */
+  CLEANUP_FREE char *eview = xml_escape (view);
   free (args);
   args = NULL;
-  if (asprintf (
+  if (eview == NULL ||
+      asprintf (
           &args,
           "<specSet><propSet><type>VirtualMachine</type><pathSet>name</pathSet></propSet>"
           "<objectSet><obj type=\"ContainerView\">%s</obj><skip>true</skip>"
           "<selectSet xsi:type=\"TraversalSpec\"><name>view</name>"
           "<type>ContainerView</type><path>view</path><skip>false</skip></selectSet>"
           "</objectSet></specSet><options></options>",
-          view) == -1)
+          eview) == -1)
     return NULL;
 
   const char *method = "RetrievePropertiesEx";
@@ -275,10 +282,11 @@ find_vm_by_name (struct vs_session *s, const char *name)
       }
     }
     CLEANUP_FREE char *token = xml_child_text (ret, "token");
+    CLEANUP_FREE char *etoken = token ? xml_escape (token) : NULL;
     xmlFreeDoc (doc);
     free (cargs);
     cargs = NULL;
-    if (token && asprintf (&cargs, "<token>%s</token>", token) == -1)
+    if (etoken && asprintf (&cargs, "<token>%s</token>", etoken) == -1)
       cargs = NULL;
     method = "ContinueRetrievePropertiesEx";
   }

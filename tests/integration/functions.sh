@@ -117,7 +117,7 @@ start_ferry ()
   printf '%s' "${PASSWORD:-pass}" >"$tmpdir/password"
   # NBDKIT_FLAGS and TLS_ARGS are word lists on purpose.
   # shellcheck disable=SC2086
-  nbdkit -U "$SOCK" -P "$pidfile" ${NBDKIT_FLAGS:-} \
+  ${FERRY_VALGRIND_CMD:-} nbdkit -U "$SOCK" -P "$pidfile" ${NBDKIT_FLAGS:-} \
     "$plugin" provider=vsphere server="$SERVER" user="${FERRY_USER:-user}" password=+"$tmpdir/password" \
     ${TLS_ARGS-cacert=$CACERT} "$@" 2>>"$tmpdir/nbdkit.err" || return 1
   # The background child writes the pid file after the parent has returned.
@@ -208,7 +208,8 @@ start_ferryfs ()
   shift
   [ -x "$ferryfs" ] || fail "$ferryfs is not built (run make)"
   mkdir -p "$mp"
-  "$ferryfs" -f "$mp" "$@" 2>>"$tmpdir/ferryfs.err" &
+  # shellcheck disable=SC2086 # FERRY_VALGRIND_CMD (run-tests.sh) is a word list
+  ${FERRY_VALGRIND_CMD:-} "$ferryfs" -f "$mp" "$@" 2>>"$tmpdir/ferryfs.err" &
   FERRYFS_PID=$!
   cleanup_fn "stop_ferryfs '$mp' $FERRYFS_PID"
   timeout=${timeout:-60} wait_for ferryfs_mounted "$mp" "$FERRYFS_PID"
