@@ -184,7 +184,7 @@ clean: clean-objs
 	rm -rf tests/doubles/vsphere/.build
 
 help:
-	@echo "make              build the nbdkit plugin"
+	@echo "make              build ferry, ferryfs, the nbdkit plugin and libvixDiskLib.so.8"
 	@echo "make deps         install the Debian packages for build, tests and benchmarks"
 	@echo "make check        unit then integration tests; ends with 'N passed, N failed, N skipped'"
 	@echo "make check-unit   only the cmocka unit tests"
@@ -193,7 +193,7 @@ help:
 	@echo "make fuzz         libFuzzer targets, each for FUZZ_SECONDS (fuzz/README.md)"
 	@echo "make bench        benchmarks against peers measured in the same run"
 	@echo "make demo         a warm migration with ferry on the built-in vSphere double"
-	@echo "make install      install the plugin (DESTDIR, PREFIX; plugin into nbdkit's plugindir)"
+	@echo "make install      install everything (DESTDIR, PREFIX; the plugin into nbdkit's plugindir)"
 	@echo "make lint         cppcheck, shellcheck, clang-format"
 	@echo "make clean        remove build products"
 	@echo "V=1               show full command lines"
