@@ -97,9 +97,9 @@ $(FERRY): $(ORCH_SRC:.c=.o) $(CONVERT_LIB) $(CORE_LIBS)
 # tests/unit/test-NAME.wrap (one symbol per line).
 # The plugin's read-ahead needs no nbdkit: unit tests link it.
 UNIT_EXTRA := nbdkit-plugin/readahead.o
-tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(CORE_LIBS)
+tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(CONVERT_LIB) $(CORE_LIBS)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(CORE_LIBS) $(LIBS) -lcmocka \
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(CONVERT_LIB) $(CORE_LIBS) $(LIBS) -lm -lcmocka \
 	  $(if $(wildcard tests/unit/test-$*.wrap),$(addprefix -Wl$(comma)--wrap=,$(shell cat tests/unit/test-$*.wrap)))
 comma := ,
 

@@ -32,8 +32,11 @@ convert_dns_name (const char *name, char out[64])
   for (const char *s = name ? name : ""; *s && n < 63; s++) {
     unsigned char c = tolower ((unsigned char)*s);
     if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
-      if (dash && n > 0 && n < 62)
+      if (dash && n > 0) {
+        if (n >= 62) /* no room for the separator and a character after it */
+          break;
         out[n++] = '-';
+      }
       dash = false;
       out[n++] = c;
     } else
