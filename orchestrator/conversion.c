@@ -298,7 +298,7 @@ conversion_vm (struct conversion *c)
   journal_lock (c->journal);
   jvm = journal_vm (c->journal, label);
   json_object_set_new (jvm, "conversion",
-                       json_pack ("{s:f, s:b, s:s++}", "seconds", time_monotonic () - t0,
+                       json_pack ("{s:f, s:b, s:s+}", "seconds", time_monotonic () - t0,
                                   "tcg", convert_uses_tcg (), "log", dir, "/virt-v2v.log"));
   json_object_set_new (jvm, "error", json_null ());
   journal_unlock (c->journal);
@@ -318,7 +318,7 @@ out:
     json_object_set_new (jvm, "error", error ? json_string (error) : json_null ());
     if (started && !cancelled)
       json_object_set_new (jvm, "conversion",
-                           json_pack ("{s:f, s:b, s:s++, s:s?}", "seconds",
+                           json_pack ("{s:f, s:b, s:s+, s:s?}", "seconds",
                                       time_monotonic () - t0, "tcg", convert_uses_tcg (),
                                       "log", dir, "/virt-v2v.log", "error", error));
     journal_save (c->journal);
