@@ -1,9 +1,11 @@
 /* ferry: running the tools conversion needs (qemu-img, qemu-nbd, virt-v2v-in-place,
  * guestfish) as children with an explicit environment and argv, never a shell.
  *
- * The environment is ferry's own plus, when the probe found that a libguestfs appliance
- * cannot start with the defaults (KVM unusable: the launch fails at once), the settings
- * that make libguestfs and its qemu use TCG.  Probed once per process (pthread_once).
+ * The environment is the part of ferry's own that the tools need (a list: PATH, HOME,
+ * locale, libguestfs' and virt-v2v's variables), plus, when the probe found that a
+ * libguestfs appliance cannot start with the defaults (KVM unusable: the launch fails at
+ * once), the settings that make libguestfs and its qemu use TCG.  Probed once per process
+ * (pthread_once).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,11 +30,45 @@ static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 static char **child_env;
 static bool use_tcg;
 
-/* environ plus the NULL-terminated EXTRA entries; NULL on ENOMEM. */
+/* What the tools need of ferry's environment; nothing else passes, so that a secret in
+ * ferry's environment (a caller's PASSWORD=..., a token) never reaches them.
+ */
+static bool
+passed_on (const char *var)
+{
+  static const char *const names[] = { "PATH=",
+                                       "HOME=",
+                                       "USER=",
+                                       "LOGNAME=",
+                                       "TMPDIR=",
+                                       "TZ=",
+                                       "LANG=",
+                                       "LANGUAGE=",
+                                       "TERM=",
+                                       "XDG_RUNTIME_DIR=",
+                                       "LD_LIBRARY_PATH=",
+                                       "LIBVIRT_DEFAULT_URI=",
+                                       "VIRT_TOOLS_DATA_DIR=",
+                                       NULL };
+  static const char *const prefixes[] = { "LC_", "LIBGUESTFS_", "VIRT_V2V_", "SUPERMIN_",
+                                          NULL };
+
+  for (size_t i = 0; names[i]; i++)
+    if (strncmp (var, names[i], strlen (names[i])) == 0)
+      return true;
+  for (size_t i = 0; prefixes[i]; i++)
+    if (strncmp (var, prefixes[i], strlen (prefixes[i])) == 0)
+      return true;
+  return false;
+}
+
+/* The variables of environ that pass, plus the NULL-terminated EXTRA entries; NULL on
+ * ENOMEM.
+ */
 static char **
 env_with (char *const *extra)
 {
-  size_t n = 0, m = 0;
+  size_t n = 0, m = 0, k = 0;
   char **env;
 
   while (environ[n])
@@ -43,9 +79,10 @@ env_with (char *const *extra)
   if (env == NULL)
     return NULL;
   for (size_t i = 0; i < n; i++)
-    env[i] = environ[i];
+    if (passed_on (environ[i]))
+      env[k++] = environ[i];
   for (size_t i = 0; i < m; i++)
-    env[n + i] = extra[i];
+    env[k++] = extra[i];
   return env;
 }
 

@@ -13,8 +13,9 @@
  *
  * THREAD MODEL: convert_run may run in several threads at once for different VMs (each
  * has its own work directory, ports and children); the KVM probe runs once under a lock.
- * Children get an explicit environment: ferry's own (which never holds a secret) plus the
- * libguestfs settings; no secret is ever on their command line.
+ * Children get an explicit environment: the variables of ferry's own that the tools need
+ * (PATH, HOME, locale, LIBGUESTFS_*, VIRT_V2V_*, ...) plus the libguestfs settings; no
+ * secret is ever on their command line.
  */
 #ifndef FERRY_CONVERT_H
 #define FERRY_CONVERT_H
@@ -55,9 +56,10 @@ struct convert_params {
  */
 int convert_run (struct convert_params *p, char **error);
 
-/* The environment for libguestfs children: ferry's own, plus LIBGUESTFS_BACKEND=direct
- * and LIBGUESTFS_BACKEND_SETTINGS=force_tcg when an appliance cannot start with the
- * defaults (KVM unusable).  Probed once per process; the caller must not free it.
+/* The environment for the children: what they need of ferry's own, plus
+ * LIBGUESTFS_BACKEND=direct and LIBGUESTFS_BACKEND_SETTINGS=force_tcg when an appliance
+ * cannot start with the defaults (KVM unusable).  Probed once per process; the caller must
+ * not free it.
  */
 char *const *convert_child_env (void);
 /* Whether the probe chose TCG (probes if it has not yet). */

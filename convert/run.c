@@ -285,7 +285,7 @@ run_v2v (struct convert_params *p, const char *xml, int log_fd, struct err_tail 
     "virt-v2v-in-place", "--machine-readable", "-i", "libvirtxml", xml, NULL
   };
   int opipe[2], epipe[2], status = -1, ws;
-  char obuf[8192], ebuf[8192];
+  char obuf[8192] = "", ebuf[8192] = "";
   size_t olen = 0, elen = 0;
   bool killed = false;
   pid_t pid;
