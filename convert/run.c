@@ -84,6 +84,43 @@ read_pidfile (const char *path)
   return pid;
 }
 
+/* A process of an earlier conversion whose ferry died (SIGKILL, a node crash) may still
+ * run: the pid in PIDFILE is stopped (with GROUP, its whole process group) when its
+ * command line still names MARK, so that a reused pid is never hit.
+ */
+static void
+stop_leftover (const char *pidfile, const char *mark, bool group)
+{
+  pid_t pid = read_pidfile (pidfile);
+  char path[64], cmd[4096];
+  ssize_t n = -1;
+  int fd;
+
+  if (pid <= 0)
+    return;
+  snprintf (path, sizeof path, "/proc/%ld/cmdline", (long)pid);
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    n = read (fd, cmd, sizeof cmd - 1);
+    close (fd);
+  }
+  if (n > 0) {
+    for (ssize_t i = 0; i < n; i++)
+      if (cmd[i] == '\0')
+        cmd[i] = ' ';
+    cmd[n] = '\0';
+    if (strstr (cmd, mark)) {
+      double deadline = time_monotonic () + 60;
+      log_info ("stopping pid %ld left by an earlier conversion: %s", (long)pid, cmd);
+      kill (group ? -pid : pid, SIGTERM);
+      while (kill (pid, 0) == 0 && time_monotonic () < deadline)
+        sleep_ms (20);
+      kill (group ? -pid : pid, SIGKILL);
+    }
+  }
+  unlink (pidfile);
+}
+
 /* Serve S->overlay with qemu-nbd on a free port (retrying when another process takes
  * the port first).
  */
@@ -279,7 +316,8 @@ drain_lines (struct convert_params *p, char *buf, size_t *len, bool is_err,
  * -1 when it could not run.  *TAIL gets its stderr's last lines.
  */
 static int
-run_v2v (struct convert_params *p, const char *xml, int log_fd, struct err_tail *tail)
+run_v2v (struct convert_params *p, const char *xml, const char *pidfile, int log_fd,
+         struct err_tail *tail)
 {
   const char *const argv[] = {
     "virt-v2v-in-place", "--machine-readable", "-i", "libvirtxml", xml, NULL
@@ -303,6 +341,11 @@ run_v2v (struct convert_params *p, const char *xml, int log_fd, struct err_tail 
     close (opipe[0]), close (epipe[0]);
     return -1;
   }
+  /* For the next run, should this ferry die without stopping it. */
+  char pidtext[32];
+  snprintf (pidtext, sizeof pidtext, "%ld\n", (long)pid);
+  if (write_file_atomic (pidfile, pidtext, strlen (pidtext)) == -1)
+    log_debug ("%s: %m", pidfile);
   struct pollfd fds[2] = { { opipe[0], POLLIN, 0 }, { epipe[0], POLLIN, 0 } };
   while (fds[0].fd >= 0 || fds[1].fd >= 0) {
     if (!killed && p->cancel && __atomic_load_n (p->cancel, __ATOMIC_RELAXED)) {
@@ -349,6 +392,7 @@ run_v2v (struct convert_params *p, const char *xml, int log_fd, struct err_tail 
   status = WIFEXITED (ws) ? WEXITSTATUS (ws) : 128 + WTERMSIG (ws);
   /* Whatever virt-v2v left in its process group (its qemu appliance) goes too. */
   kill (-pid, SIGKILL);
+  unlink (pidfile);
   return status;
 }
 
@@ -358,7 +402,7 @@ convert_run (struct convert_params *p, char **error)
   const char *name = json_string_value (json_object_get (p->description, "name"));
   struct served *sv = calloc (p->nr_disks, sizeof *sv);
   int *ports = calloc (p->nr_disks, sizeof *ports);
-  CLEANUP_FREE char *xml = NULL, *xml_path = NULL, *log_path = NULL;
+  CLEANUP_FREE char *xml = NULL, *xml_path = NULL, *log_path = NULL, *v2v_pid = NULL;
   struct err_tail tail = { NULL, 0 };
   int r = -1, log_fd = -1, status;
   size_t i;
@@ -368,11 +412,13 @@ convert_run (struct convert_params *p, char **error)
     name = "VM";
   if (sv == NULL || ports == NULL ||
       asprintf (&xml_path, "%s/guest.xml", p->work_dir) == -1 ||
-      asprintf (&log_path, "%s/virt-v2v.log", p->work_dir) == -1) {
+      asprintf (&log_path, "%s/virt-v2v.log", p->work_dir) == -1 ||
+      asprintf (&v2v_pid, "%s/virt-v2v.pid", p->work_dir) == -1) {
     log_error ("%s: conversion: out of memory", name);
     goto out;
   }
   convert_child_env (); /* the KVM probe, before any server runs */
+  stop_leftover (v2v_pid, xml_path, true);
 
   /* 1. Overlays, served. */
   for (i = 0; i < p->nr_disks; i++) {
@@ -385,6 +431,7 @@ convert_run (struct convert_params *p, char **error)
       log_error ("%s: target %s: %m", what, p->disks[i].target);
       goto stop;
     }
+    stop_leftover (s->pidfile, s->overlay, false);
     unlink (s->overlay); /* one kept from a failed conversion */
     const char *const create[] = { "qemu-img", "create", "-q",  "-f",       "qcow2", "-b",
                                    target,     "-F",     "raw", s->overlay, NULL };
@@ -408,7 +455,7 @@ convert_run (struct convert_params *p, char **error)
   }
   log_info ("%s: converting the guest with virt-v2v-in-place%s (log %s)", name,
             convert_uses_tcg () ? " under TCG" : "", log_path);
-  status = run_v2v (p, xml_path, log_fd, &tail);
+  status = run_v2v (p, xml_path, v2v_pid, log_fd, &tail);
   if (status != 0) {
     *error = status == -1 ? NULL : v2v_error (&tail, status);
     if (p->cancel && __atomic_load_n (p->cancel, __ATOMIC_RELAXED))

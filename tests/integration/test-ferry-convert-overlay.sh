@@ -5,7 +5,9 @@
 # Everything else is real: the qcow2 overlays, qemu-nbd, the commit.  After the failure
 # every target is still the verified copy and the overlays hold the writes; after the
 # success (ferry convert) the targets hold exactly the source plus those writes, and each
-# disk's changedBlocks is the 3 blocks written.
+# disk's changedBlocks is the 3 blocks written.  In between, ferry is stopped while the
+# stand-in runs: SIGTERM stops the stand-in and the NBD servers with it; after SIGKILL
+# they outlive ferry, and the next run stops them before it starts its own.
 # shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
@@ -30,6 +32,10 @@ echo '{ "message": "Converting the stand-in", "type": "message" }'
 for port in \$(grep -o "<host name='localhost' port='[0-9]*'/>" "\$xml" | grep -o '[0-9][0-9]*'); do
   qemu-io -f raw -c 'write -P 0xab 65536 196608' "nbd://localhost:\$port" >/dev/null || exit 3
 done
+if [ -e "$tmpdir/hold" ]; then
+  touch "$tmpdir/holding.\$\$"
+  while [ -e "$tmpdir/hold" ]; do sleep 0.05; done
+fi
 if [ -e "$tmpdir/fail" ]; then
   echo "virt-v2v-in-place: error: the stand-in fails after writing" >&2
   echo "" >&2
@@ -64,11 +70,54 @@ for i in 0 1; do
 done
 [ -z "$(pgrep -f "^qemu-nbd .*$tmpdir/")" ] || fail "qemu-nbd still serves an overlay"
 
-# Success this time, without copying again.
+# holding: a stand-in has written and now waits.
+holding () { compgen -G "$tmpdir/holding.*" >/dev/null; }
+ours () { pgrep -f "^(qemu-nbd|/bin/bash $tmpdir/bin/virt-v2v-in-place) .*$tmpdir/"; }
+
+# SIGTERM to ferry migrate (with its progress display running) while the stand-in runs.
 rm "$tmpdir/fail"
+touch "$tmpdir/hold"
+PATH=$tmpdir/bin:$PATH "$ferry" migrate "$tmpdir/plan.json" --progress=json \
+  >"$tmpdir/progress2.jsonl" 2>"$tmpdir/ferry2.err" &
+ferry_pid=$!
+cleanup_fn "kill -9 $ferry_pid 2>/dev/null"
+timeout=120 wait_for holding >/dev/null
+kill -TERM "$ferry_pid"
+rc=0
+wait "$ferry_pid" || rc=$?
+[ $rc = 1 ] || fail "ferry migrate after SIGTERM: exit $rc"
+[ -z "$(ours)" ] || fail "left running after SIGTERM: $(ours | xargs ps -o pid,args -p)"
+jq -e '.vms.two.state == "converting" and .vms.two.error == "cancelled"' \
+  "$tmpdir/state/journal.json" >/dev/null || fail "after SIGTERM: $(jq -c .vms.two "$tmpdir/state/journal.json")"
+rm -f "$tmpdir"/holding.*
+
+# SIGKILL: the stand-in and the servers outlive ferry; the next run stops them first.
+PATH=$tmpdir/bin:$PATH "$ferry" convert "$tmpdir/plan.json" --vm two --progress=none \
+  2>"$tmpdir/killed.err" &
+ferry_pid=$!
+cleanup_fn "kill -9 $ferry_pid 2>/dev/null"
+timeout=120 wait_for holding >/dev/null
+old=$(ours | tr '\n' ' ')
+kill -KILL "$ferry_pid"
+wait "$ferry_pid" 2>/dev/null || true
+rm -f "$tmpdir"/holding.*
+for pid in $old; do
+  cleanup_fn "kill -9 $pid 2>/dev/null"
+  kill -0 "$pid" || fail "pid $pid did not outlive ferry"
+done
+[ "$(wc -w <<<"$old")" = 3 ] || fail "want the stand-in and two qemu-nbd, have: $old"
+
+# Success this time, without copying again.
 fetched=$(double_stat folder_bytes)
-PATH=$tmpdir/bin:$PATH "$ferry" convert "$tmpdir/plan.json" --vm two --progress=none ||
-  fail "ferry convert failed"
+PATH=$tmpdir/bin:$PATH "$ferry" convert "$tmpdir/plan.json" --vm two --progress=none \
+  2>"$tmpdir/convert.err" &
+ferry_pid=$!
+cleanup_fn "kill -9 $ferry_pid 2>/dev/null"
+gone () { local p; for p in $old; do ! kill -0 "$p" 2>/dev/null || return 1; done; }
+timeout=120 wait_for gone
+rm "$tmpdir/hold"
+wait "$ferry_pid" || fail "ferry convert failed: $(cat "$tmpdir/convert.err")"
+grep -q 'left by an earlier conversion' "$tmpdir/convert.err" || fail "$(cat "$tmpdir/convert.err")"
 [ "$(double_stat folder_bytes)" = "$fetched" ] || fail "ferry convert fetched from the source"
 jq -e '.vms[0].state == "converted" and .vms[0].error == null' "$results" >/dev/null ||
   fail "$(jq -c '.vms[0] | {state, error}' "$results")"
