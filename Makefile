@@ -27,11 +27,13 @@ DISKCACHE_SRC := $(wildcard diskcache/*.c)
 PLUGIN_SRC    := $(wildcard nbdkit-plugin/*.c)
 FUSE_SRC      := $(wildcard fuse/*.c)
 ORCH_SRC      := $(wildcard orchestrator/*.c)
+CONVERT_SRC   := $(wildcard convert/*.c)
 UNIT_SRC      := $(wildcard tests/unit/test-*.c)
 
 COMMON_LIB    := common/libcommon.a
 PROVIDERS_LIB := providers/libproviders.a
 DISKCACHE_LIB := diskcache/libdiskcache.a
+CONVERT_LIB   := convert/libconvert.a
 PLUGIN        := nbdkit-plugin/nbdkit-ferry-plugin.so
 FERRYFS       := fuse/ferryfs
 FERRY         := orchestrator/ferry
@@ -45,7 +47,7 @@ FUSE_CFLAGS    = $(shell pkg-config --cflags $(FUSE_PKGS) 2>/dev/null)
 FUSE_LIBS      = $(shell pkg-config --libs $(FUSE_PKGS) 2>/dev/null)
 
 OBJS := $(COMMON_SRC:.c=.o) $(PROVIDERS_SRC:.c=.o) $(DISKCACHE_SRC:.c=.o) $(PLUGIN_SRC:.c=.o) \
-        $(FUSE_SRC:.c=.o) $(ORCH_SRC:.c=.o) $(UNIT_SRC:.c=.o)
+        $(FUSE_SRC:.c=.o) $(ORCH_SRC:.c=.o) $(CONVERT_SRC:.c=.o) $(UNIT_SRC:.c=.o)
 
 .PHONY: all deps check check-unit check-integration check-asan check-valgrind bench demo \
         install uninstall lint clean clean-objs help double
@@ -68,6 +70,10 @@ $(DISKCACHE_LIB): $(DISKCACHE_SRC:.c=.o)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)$(AR) rcs $@ $^
 
+$(CONVERT_LIB): $(CONVERT_SRC:.c=.o)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)$(AR) rcs $@ $^
+
 # Only plugin_init and the -D debug flags are exported (nbdkit-plugin/plugin.syms).
 $(PLUGIN): $(PLUGIN_SRC:.c=.o) $(CORE_LIBS) nbdkit-plugin/plugin.syms
 	@$(if $(Q),echo "  LD      $@")
@@ -83,18 +89,19 @@ $(FERRYFS): $(FUSE_SRC:.c=.o) $(COMMON_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(FUSE_SRC:.c=.o) $(COMMON_LIB) $(FUSE_LIBS) $(LIBS)
 
-# ferry links the providers and the cache directly: it copies in-process, no NBD hop.
-$(FERRY): $(ORCH_SRC:.c=.o) $(CORE_LIBS)
+# ferry links the providers and the cache directly: it copies in-process, no NBD hop;
+# conversion (libconvert) runs virt-v2v and qemu's tools as children.
+$(FERRY): $(ORCH_SRC:.c=.o) $(CONVERT_LIB) $(CORE_LIBS)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(ORCH_SRC:.c=.o) $(CORE_LIBS) $(LIBS) -lm
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(ORCH_SRC:.c=.o) $(CONVERT_LIB) $(CORE_LIBS) $(LIBS) -lm
 
 # Unit tests link the libraries; a test may wrap seams with -Wl,--wrap= listed in
 # tests/unit/test-NAME.wrap (one symbol per line).
 # The plugin's read-ahead needs no nbdkit: unit tests link it.
 UNIT_EXTRA := nbdkit-plugin/readahead.o
-tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(CORE_LIBS)
+tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(CONVERT_LIB) $(CORE_LIBS)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(CORE_LIBS) $(LIBS) -lcmocka \
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(CONVERT_LIB) $(CORE_LIBS) $(LIBS) -lm -lcmocka \
 	  $(if $(wildcard tests/unit/test-$*.wrap),$(addprefix -Wl$(comma)--wrap=,$(shell cat tests/unit/test-$*.wrap)))
 comma := ,
 
@@ -170,12 +177,12 @@ C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
 	  --suppress=missingIncludeSystem -I. $(COMMON_SRC) $(PROVIDERS_SRC) $(DISKCACHE_SRC) \
-	  $(PLUGIN_SRC) $(FUSE_SRC) $(ORCH_SRC)
+	  $(PLUGIN_SRC) $(FUSE_SRC) $(ORCH_SRC) $(CONVERT_SRC)
 	shellcheck -x -P SCRIPTDIR $(SHELL_SCRIPTS)
 	clang-format --dry-run --Werror $(C_FILES)
 
 clean-objs:
-	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(DISKCACHE_LIB) $(PLUGIN) \
+	rm -f $(OBJS) $(OBJS:.o=.d) $(COMMON_LIB) $(PROVIDERS_LIB) $(DISKCACHE_LIB) $(CONVERT_LIB) $(PLUGIN) \
 	  $(FERRYFS) $(FERRY) $(UNIT_TESTS) \
 	  tests/integration/http-fetch tests/integration/vs-probe
 

@@ -18,6 +18,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "conversion.h"
 #include "journal.h"
 #include "migrate.h"
 #include "plan.h"
@@ -43,6 +44,7 @@ usage (FILE *fp)
           "  cutover PLAN [--at TIME]  ask the running migrate to cut over (or do it now)\n"
           "  status PLAN [--json]      state, rounds and predicted downtime per VM\n"
           "  cancel PLAN               stop the running migrate cleanly\n"
+          "  convert PLAN --vm NAME    convert a verified VM's disks again (no copy)\n"
           "  digest FILE [--size N]    the digest ferry records for a disk image\n"
           "\n"
           "Options:\n"
@@ -50,6 +52,7 @@ usage (FILE *fp)
           "                            stdout otherwise (default auto; $FERRY_PROGRESS)\n"
           "  --json                    machine-readable output (validate, status)\n"
           "  --at TIME                 RFC 3339 time for cutover\n"
+          "  --vm NAME                 the VM (its target name) for convert\n"
           "  -v, --verbose             debug messages (SOAP calls, retries)\n"
           "  --help, --version\n"
           "\n"
@@ -119,7 +122,7 @@ predicted_downtime (json_t *vm)
   const char *state = json_string_value (json_object_get (vm, "state"));
   double final = journal_predict_final_round (vm, (double)time (NULL));
 
-  if (vm == NULL || final < 0 || (state && strcmp (state, "verified") == 0))
+  if (vm == NULL || final < 0 || conversion_state (state))
     return 0;
   return final + num (vm, "shutdownSeconds");
 }
@@ -276,18 +279,20 @@ parse_progress (const char *s)
 int
 main (int argc, char *argv[])
 {
-  enum { OPT_PROGRESS = 256, OPT_JSON, OPT_AT, OPT_SIZE, OPT_HELP, OPT_VERSION };
+  enum { OPT_PROGRESS = 256, OPT_JSON, OPT_AT, OPT_SIZE, OPT_VM, OPT_HELP, OPT_VERSION };
   static const struct option long_options[] = {
     { "progress", required_argument, NULL, OPT_PROGRESS },
     { "json", no_argument, NULL, OPT_JSON },
     { "at", required_argument, NULL, OPT_AT },
     { "size", required_argument, NULL, OPT_SIZE },
+    { "vm", required_argument, NULL, OPT_VM },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
     { NULL, 0, NULL, 0 },
   };
   const char *progress_arg = getenv ("FERRY_PROGRESS"), *at = NULL, *size = NULL;
+  const char *vm = NULL;
   bool json_out = false, verbose = false;
   enum progress_mode mode;
   const char *cmd, *arg;
@@ -308,6 +313,9 @@ main (int argc, char *argv[])
         break;
       case OPT_SIZE:
         size = optarg;
+        break;
+      case OPT_VM:
+        vm = optarg;
         break;
       case 'v':
         verbose = true;
@@ -346,8 +354,12 @@ main (int argc, char *argv[])
     return validate_plan (arg, json_out);
   if (strcmp (cmd, "migrate") != 0 && strcmp (cmd, "precopy") != 0 &&
       strcmp (cmd, "cutover") != 0 && strcmp (cmd, "status") != 0 &&
-      strcmp (cmd, "cancel") != 0) {
+      strcmp (cmd, "cancel") != 0 && strcmp (cmd, "convert") != 0) {
     fprintf (stderr, "ferry: unknown command \"%s\" (see ferry --help)\n", cmd);
+    return 2;
+  }
+  if (strcmp (cmd, "convert") == 0 && vm == NULL) {
+    fprintf (stderr, "ferry: convert needs --vm NAME\n");
     return 2;
   }
   plan = plan_load (arg);
@@ -365,6 +377,8 @@ main (int argc, char *argv[])
     }
     if (strcmp (cmd, "cutover") == 0)
       r = cmd_cutover (plan, at, progress);
+    else if (strcmp (cmd, "convert") == 0)
+      r = conversion_command (plan, vm, progress);
     else
       r = migrate_run (plan, strcmp (cmd, "precopy") == 0 ? RUN_PRECOPY : RUN_MIGRATE,
                        progress);

@@ -20,6 +20,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "conversion.h"
 #include "diskcache/source-ops.h"
 #include "journal.h"
 #include "migrate.h"
@@ -487,9 +488,13 @@ do_round (struct vm_job *vj, unsigned round, bool final)
     }
   }
   t_filled = time_monotonic ();
+  /* What conversion and the manifests need, kept so that they need no source. */
+  json_t *desc = final && r == 0 ? source_describe (src) : NULL;
 
   journal_lock (run->journal);
   vm = journal_vm (run->journal, vj->label);
+  if (desc)
+    json_object_set_new (vm, "description", desc);
   json_t *disks = json_object_get (vm, "disks");
   for (size_t i = 0; i < n; i++) {
     const struct provider_disk *d = source_disk (src, i);
@@ -621,6 +626,15 @@ finish_vm (struct vm_job *vj, bool ok)
   vj->ok = ok;
   journal_lock (run->journal);
   json_t *vm = journal_vm (run->journal, vj->label);
+  char state[32];
+  snprintf (state, sizeof state, "%s", json_string_value (json_object_get (vm, "state")));
+  if (!ok && strcmp (state, "conversion-failed") == 0) { /* the conversion said why */
+    free (error);
+    error = json_is_string (json_object_get (vm, "error"))
+                ? strdup (json_string_value (json_object_get (vm, "error")))
+                : NULL;
+    ok = true; /* not "failed": the copy stands */
+  }
   if (!ok && cancelled (run)) {
     /* Not a failure: the next migrate resumes where this one stopped. */
     jset_str (vm, "error", "cancelled");
@@ -633,11 +647,11 @@ finish_vm (struct vm_job *vj, bool ok)
   journal_unlock (run->journal);
   if (!ok)
     set_state (vj, "failed", json_integer_value (json_object_get (vm, "round")));
-  snprintf (text, sizeof text, "ferry: %s: %s%s%s", vj->label, ok ? "done" : "failed",
+  snprintf (text, sizeof text, "ferry: %s: %s%s%s", vj->label, ok ? state : "failed",
             error ? ": " : "", error ? error : "");
   progress_event (run->progress,
                   json_pack ("{s:s, s:s, s:s, s:s?}", "event", "done", "vm", vj->label,
-                             "state", ok ? "verified" : "failed", "error", error),
+                             "state", ok ? state : "failed", "error", error),
                   text);
 }
 
@@ -661,9 +675,12 @@ vm_thread (void *arg)
                  json_is_string (json_object_get (vm, "originalPowerState"));
   journal_unlock (run->journal);
 
-  if (strcmp (state, "verified") == 0) {
-    vj->ok = true;
-    return NULL;
+  if (conversion_state (state)) {
+    if (run->mode == RUN_PRECOPY) {
+      vj->ok = true;
+      return NULL;
+    }
+    goto convert;
   }
   if (run->mode == RUN_PRECOPY) {
     if (cutting_over) {
@@ -701,7 +718,15 @@ vm_thread (void *arg)
   if (do_round (vj, ++round, true) == -1)
     goto fail;
   set_state (vj, "verified", round);
-  finish_vm (vj, true);
+
+convert:;
+  struct conversion c = { .plan = run->plan,
+                          .pvm = vj->pvm,
+                          .journal = run->journal,
+                          .progress = run->progress,
+                          .cancel = &run->cancel,
+                          .take_error = take_error };
+  finish_vm (vj, conversion_vm (&c) == 0);
   return NULL;
 
 fail:

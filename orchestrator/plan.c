@@ -353,6 +353,7 @@ plan_load (const char *path)
                                       "verifySamplePercent",
                                       "shutdownTimeoutSeconds",
                                       "enableCBT",
+                                      "skipGuestConversion",
                                       "stateDir",
                                       "storageMap",
                                       "vms",
@@ -405,6 +406,7 @@ plan_load (const char *path)
   p->shutdown_timeout =
       get_unsigned (&l, root, "plan", "shutdownTimeoutSeconds", 300, 0, 86400);
   p->enable_cbt = get_bool (&l, root, "plan", "enableCBT", false);
+  p->skip_guest_conversion = get_bool (&l, root, "plan", "skipGuestConversion", false);
   p->state_dir = get_string (&l, root, "plan", "stateDir", true);
   load_storage_map (&l, p, json_object_get (root, "storageMap"));
   load_vms (&l, p, json_object_get (root, "vms"));

@@ -63,6 +63,7 @@ struct plan {
   double verify_sample_percent;
   unsigned shutdown_timeout;
   bool enable_cbt;
+  bool skip_guest_conversion; /* raw copy: no virt-v2v, SATA + e1000e in vm.yaml */
   char *state_dir;
   storage_map storage;
   plan_vm_vector vms;

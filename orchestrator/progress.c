@@ -144,13 +144,7 @@ static void *
 display_thread (void *arg)
 {
   struct progress *p = arg;
-  sigset_t all;
 
-  /* Started before migrate blocks SIGTERM and friends for its signal thread: a signal
-   * delivered here would kill ferry instead of stopping it cleanly.
-   */
-  sigfillset (&all);
-  pthread_sigmask (SIG_BLOCK, &all, NULL);
   pthread_mutex_lock (&p->lock);
   while (!p->stop) {
     struct timespec ts;
@@ -182,8 +176,15 @@ progress_new (enum progress_mode mode)
   p->mode = mode;
   pthread_mutex_init (&p->lock, NULL);
   pthread_cond_init (&p->cond, NULL);
+  /* The display thread takes no signals: they belong to the run's signal thread (or its
+   * handlers), never to the default action that would end ferry with children running.
+   */
+  sigset_t all, old;
+  sigfillset (&all);
+  pthread_sigmask (SIG_BLOCK, &all, &old);
   if (mode != PROGRESS_NONE && pthread_create (&p->thread, NULL, display_thread, p) == 0)
     p->have_thread = true;
+  pthread_sigmask (SIG_SETMASK, &old, NULL);
   return p;
 }
 

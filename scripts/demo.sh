@@ -35,6 +35,8 @@ source <(grep -E '^[A-Z_0-9]+=' "$work/double.out")
 echo "vCenter double at https://$SERVER/sdk (CA $CACERT)"
 
 step "A running VM 'web01' with CBT and two disks (2 GiB and 1 GiB) holding scattered data"
+echo "(random data, no operating system: the plan asks for a raw copy, skipGuestConversion;"
+echo " tests/integration/test-ferry-convert.sh migrates, converts and boots a real guest)"
 control POST "/vms?name=web01&disks=2G,1G&power=on&cbt=1" |
   jq -c '{moref, name, powerState, disks: [.disks[] | {key, fileName, capacity}]}'
 for d in 0:2000:2G:24 1:2001:1G:8; do
@@ -56,6 +58,7 @@ cutover=$(date -u -d '+25 seconds' +%Y-%m-%dT%H:%M:%SZ)
 jq -n --arg url "https://$SERVER/sdk" --arg work "$work" --arg ds "$DATASTORE" --arg at "$cutover" '{
   name: "demo", source: { type: "vsphere", url: $url, secret: ($work + "/secret") },
   warm: true, precopyIntervalSeconds: 8, cutover: $at, stateDir: ($work + "/state"),
+  skipGuestConversion: true,
   storageMap: [ { source: { name: $ds },
                   destination: { kind: "filesystem", path: ($work + "/pvc/{vm}-disk{index}") } } ],
   vms: [ { name: "web01" } ] }' | tee "$work/plan.json"

@@ -13,6 +13,7 @@ packages=(
   clang libclang-rt-14-dev
   libfuse3-dev fuse3 libguestfs-dev libguestfs-tools linux-image-amd64 debootstrap
   qemu-system-x86 fio zstd
+  virt-v2v python3-yaml python3-jsonschema
 )
 
 missing=()

@@ -90,7 +90,9 @@ for t in "${integ[@]}"; do
   if [ -n "${FERRY_VALGRIND:-}" ]; then
     run_one "$t" run_valgrind_test "$t"
   else
-    run_one "$t" timeout "${FERRY_TEST_TIMEOUT:-900}" bash "$t"
+    # A test that boots guests under TCG may ask for more with a line "# timeout: SECONDS".
+    own=$(sed -n 's/^# timeout: \([0-9][0-9]*\)$/\1/p' "$t" | head -1)
+    run_one "$t" timeout "${FERRY_TEST_TIMEOUT:-${own:-900}}" bash "$t"
   fi
 done
 

@@ -358,14 +358,16 @@ ferry_secret ()
 
 # write_plan FILE JQ-FILTER: a plan for the double (Secret in $tmpdir/secret, state in
 # $tmpdir/state, the double's datastore mapped to $tmpdir/pvc/{vm}-disk{index}), changed
-# by the jq filter (e.g. '.warm = true | .vms = [{"name": "web01"}]').
+# by the jq filter (e.g. '.warm = true | .vms = [{"name": "web01"}]').  The disks of these
+# VMs hold no guest, so the plan skips conversion (raw copy) unless the filter says
+# '.skipGuestConversion = false'.
 write_plan ()
 {
   [ -d "$tmpdir/secret" ] || ferry_secret "$tmpdir/secret"
   jq -n --arg url "https://$SERVER/sdk" --arg secret "$tmpdir/secret" \
     --arg state "$tmpdir/state" --arg ds "$DATASTORE" --arg pvc "$tmpdir/pvc" '{
       name: "test", source: { type: "vsphere", url: $url, secret: $secret },
-      stateDir: $state,
+      stateDir: $state, skipGuestConversion: true,
       storageMap: [ { source: { name: $ds },
                       destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}") } } ],
       vms: [] }' | jq "$2" >"$1"

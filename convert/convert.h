@@ -1,0 +1,121 @@
+/* ferry: guest conversion and the KubeVirt objects of a migrated VM (libconvert.a).
+ *
+ * Conversion never damages the copy: each target gets a qcow2 overlay whose backing file
+ * is the target, qemu-nbd serves the overlays writable on localhost TCP ports, and
+ * virt-v2v-in-place converts the guest through them (-i libvirtxml, the XML made from the
+ * source VM's description).  Only when virt-v2v succeeds are the overlays committed into
+ * the targets; on failure the targets are untouched and the overlays are kept beside
+ * virt-v2v's log for diagnosis.  See convert/README.md.
+ *
+ * The VM's description is what source_describe returns (providers/source.h): name, uuid,
+ * cpus, memoryMB, firmware, powerState, disks[] (key, capacity, fileName) and nics[]
+ * (type, mac, network).
+ *
+ * THREAD MODEL: convert_run may run in several threads at once for different VMs (each
+ * has its own work directory, ports and children); the KVM probe runs once under a lock.
+ * Children get an explicit environment: the variables of ferry's own that the tools need
+ * (PATH, HOME, locale, LIBGUESTFS_*, VIRT_V2V_*, ...) plus the libguestfs settings; no
+ * secret is ever on their command line.
+ */
+#ifndef FERRY_CONVERT_H
+#define FERRY_CONVERT_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define CONVERT_BLOCK_SIZE 65536
+/* CDI's default filesystem overhead: the share of a filesystem PVC its filesystem takes. */
+#define CONVERT_FS_OVERHEAD 0.055
+
+/* One target disk, in the VM's disk order. */
+struct convert_disk {
+  const char *target; /* raw image (DIR/disk.img) or block device */
+  uint64_t size;      /* the source disk's capacity */
+  /* Out: 64 KiB blocks that the conversion changed (committed). */
+  uint64_t changed_blocks;
+};
+
+struct convert_params {
+  json_t *description;        /* source_describe (borrowed) */
+  struct convert_disk *disks; /* in the order of description.disks */
+  size_t nr_disks;
+  const char *work_dir; /* overlays, XML and virt-v2v.log go here */
+  /* Called from the calling thread for each progress line (0..100) and stage line. */
+  void (*progress) (void *opaque, double percent, const char *stage);
+  void *opaque;
+  /* When it becomes non-zero (a signal number), virt-v2v is stopped (may be NULL). */
+  const volatile sig_atomic_t *cancel;
+};
+
+/* Convert in place (see above).  0 when converted and committed; -1 otherwise, the
+ * targets unchanged, every error reported with log_error; when virt-v2v itself failed,
+ * *ERROR is also set to a malloc'd line with its own words (else NULL).
+ */
+int convert_run (struct convert_params *p, char **error);
+
+/* The environment for the children: what they need of ferry's own, plus
+ * LIBGUESTFS_BACKEND=direct and LIBGUESTFS_BACKEND_SETTINGS=force_tcg when an appliance
+ * cannot start with the defaults (KVM unusable).  Probed once per process; the caller must
+ * not free it.
+ */
+char *const *convert_child_env (void);
+/* Whether the probe chose TCG (probes if it has not yet). */
+bool convert_uses_tcg (void);
+
+/* libvirt XML (domain type vmware) for DESCRIPTION, disk I served on localhost:PORTS[I].
+ * malloc'd, or NULL when the description lacks what it needs (reported).
+ */
+char *convert_libvirt_xml (json_t *description, const int *ports, size_t nr_ports);
+
+/* The blocks a qcow2 overlay holds itself (from qemu-img map --output=json MAP_JSON):
+ * 64 KiB blocks touched by its depth-0 extents.  -1 if MAP_JSON does not parse.
+ */
+int64_t convert_count_overlay_blocks (const char *map_json);
+
+/* --- manifests (manifest.c) --- */
+
+/* A DNS-1123 label (lower case, [a-z0-9-], 1..63, alphanumeric at both ends) made from
+ * NAME, written to OUT (64 bytes).  Runs of other characters become one '-'; an empty
+ * result becomes "vm".
+ */
+void convert_dns_name (const char *name, char out[64]);
+
+/* The PVC request for a disk of SIZE bytes: CDI's rule for filesystem mode (SIZE rounded
+ * up to 1 MiB, divided by 1 - OVERHEAD, rounded up to 1 MiB), else SIZE rounded up to
+ * 1 MiB.  In bytes.
+ */
+uint64_t convert_pvc_size (uint64_t size, bool filesystem, double overhead);
+
+struct manifest_disk {
+  const char *claim;       /* PVC name (DNS-1123) */
+  bool block;              /* volumeMode Block, else Filesystem */
+  uint64_t size;           /* virtual size */
+  const char *source_path; /* "[ds] vm/vm.vmdk", an annotation */
+};
+
+struct manifest_params {
+  json_t *description; /* source_describe (borrowed) */
+  const char *name;    /* the VM's DNS-1123 name */
+  const char *original_name;
+  const char *original_power_state; /* poweredOn, poweredOff, ... or NULL */
+  bool converted;                   /* virtio devices; else SATA + e1000e (raw copy) */
+  struct manifest_disk *disks;
+  size_t nr_disks;
+  /* Out: NICs beyond the first, which the pod network cannot carry (not in the VM). */
+  size_t nics_left_out;
+};
+
+/* The YAML stream (a VirtualMachine, then one PersistentVolumeClaim per disk), malloc'd;
+ * NULL on error (reported).
+ */
+char *convert_manifests (struct manifest_params *p);
+
+/* JSON value -> block-style YAML document (strings double-quoted), appended to FP. */
+void convert_yaml_emit (FILE *fp, json_t *doc);
+
+#endif /* FERRY_CONVERT_H */

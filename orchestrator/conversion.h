@@ -1,0 +1,47 @@
+/* ferry: the last step of a VM — guest conversion (libconvert) and its KubeVirt manifests.
+ *
+ * VM states after the copy (journal.h):
+ *   verified -> converting -> converted
+ *                          -> conversion-failed -> (a rerun) converting -> ...
+ * A raw copy (skipGuestConversion) stays verified and only gets its manifests.  The copy
+ * is never repeated for conversion: a conversion that fails leaves the verified target
+ * as it was, so ferry migrate (or ferry convert) converts it again from there.
+ *
+ * Per disk the journal gets digest.afterConversion (the target re-read after the commit)
+ * and conversion.changedBlocks (64 KiB blocks virt-v2v changed); per VM "conversion"
+ * (seconds, TCG or not, log, error) and "manifests" (stateDir/VM/vm.yaml).
+ */
+#ifndef FERRY_CONVERSION_H
+#define FERRY_CONVERSION_H
+
+#include <signal.h>
+#include <stdbool.h>
+
+#include "journal.h"
+#include "plan.h"
+#include "progress.h"
+
+struct conversion {
+  struct plan *plan;
+  const struct plan_vm *pvm;
+  struct journal *journal;
+  struct progress *progress;
+  const volatile sig_atomic_t *cancel; /* the run's cancel flag (a signal number) */
+  /* The first error this thread reported (malloc'd), or FALLBACK; clears it. */
+  char *(*take_error) (const char *fallback);
+};
+
+/* Whether STATE is one the conversion step handles (verified and after). */
+bool conversion_state (const char *state);
+
+/* Convert (unless the plan skips it) and write the manifests.  0 when the VM reached its
+ * goal; -1 otherwise, with the state and error in the journal.
+ */
+int conversion_vm (struct conversion *c);
+
+/* ferry convert PLAN --vm NAME: convert one verified (or conversion-failed) VM now.
+ * Exit status: 0, 1 failure, 2 usage (VM not in the plan or not ready).
+ */
+int conversion_command (struct plan *plan, const char *vm, struct progress *progress);
+
+#endif /* FERRY_CONVERSION_H */
