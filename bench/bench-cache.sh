@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Disk cache benchmark: a warm round after the guest changed 1% of a 4 GiB disk, against
 # the full fill of round 1, and a cached re-read through the plugin against the first
 # read.  On the vSphere double over loopback HTTPS; the bytes fetched are counted by the

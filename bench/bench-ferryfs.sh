@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # FUSE read benchmark: ferryfs against libnbd's nbdfuse, both mounting the same export of
 # one `nbdkit memory` (filled with random data) over a unix socket, measured in the same
 # run.  fio reads 64 KiB blocks with O_DIRECT (so each read goes through FUSE and NBD, not

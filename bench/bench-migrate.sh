@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Migration benchmark: `ferry migrate` against its peers on the vSphere double, measured in
 # the same run.  Ratios and targets are printed ("ok" / "target missed"), never asserted.
 #

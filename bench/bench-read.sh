@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Read benchmark: the ferry plugin + nbdcopy against Debian's nbdkit-curl-plugin + nbdcopy and
 # against one curl stream of the flat file, all reading the same disk from the vSphere double
 # over loopback HTTPS, measured in the same run.

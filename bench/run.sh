@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Run every bench/bench-*.sh in order, each under a header.  A benchmark prints its own
 # numbers, ratios against peers measured in the same run, and "target missed" lines; only a
 # benchmark that fails to run makes this exit non-zero (exit 77 = skipped, not a failure).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: cleanup attribute helpers (see cleanup.h). */
 #include <stdio.h>
 #include <stdlib.h>

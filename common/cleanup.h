@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: cleanup attributes and scoped locks.
  *
  * Variables declared with these attributes are released when they go out of scope, so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the pure parts of the HTTP layer (see http.h): URL quoting, the defaults and the
  * retry policy.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: TLS verification and thumbprint pinning for the HTTP pool (see http.h).
  *
  * Three modes, chosen per pool:

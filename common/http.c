@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the HTTP layer (see http.h): the handle pool, requests, retries.
  *
  * The pool owns CONNECTIONS curl easy handles, each with its own keep-alive connection.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the HTTP layer over libcurl.
  *
  * A pool of keep-alive curl handles to one server.  Callers borrow a handle for one

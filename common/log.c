@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: error and debug reporting (see log.h). */
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: error and debug reporting shared by the libraries, the plugin and the CLIs.
  *
  * Library code reports an error once, where it happens, with log_error(), and returns

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: small system helpers (see util.h). */
 #include <errno.h>
 #include <fcntl.h>

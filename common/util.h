@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: small system helpers every part may use: a monotonic clock, sleeping, and
  * positioned I/O that finishes what it starts.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the growth policy shared by every vector type (see vector.h). */
 #include <errno.h>
 #include <stdint.h>

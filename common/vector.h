@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: a small typed growable vector.
  *
  *   DEFINE_VECTOR_TYPE (extent_vector, struct extent);

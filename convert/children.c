@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: running the tools conversion needs (qemu-img, qemu-nbd, virt-v2v-in-place,
  * guestfish) as children with an explicit environment and argv, never a shell.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: child processes of conversion (children.c); internal to libconvert. */
 #ifndef FERRY_CONVERT_CHILDREN_H
 #define FERRY_CONVERT_CHILDREN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: guest conversion and the KubeVirt objects of a migrated VM (libconvert.a).
  *
  * Conversion never damages the copy: each target gets a qcow2 overlay whose backing file

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the libvirt XML that virt-v2v reads the source VM from (-i libvirtxml).
  *
  * A domain of type vmware, so that virt-v2v treats the guest as coming from VMware: its

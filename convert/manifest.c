@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the KubeVirt VirtualMachine and the PersistentVolumeClaims of a migrated VM.
  *
  * The objects are built as JSON values and written as one YAML stream (documents

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: converting a VM's targets in place through copy-on-write overlays (convert.h).
  *
  * The steps, each undone on failure in reverse order:

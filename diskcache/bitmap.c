@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: diskcache bit arrays and the block arithmetic on them.
  *
  * Pure functions, no state: one bit per block, bit i in byte i/8 at position i%8.  They

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: diskcache internals shared by dcache.c, bitmap.c, meta.c, lock.c and fill.c.
  *
  * THREAD MODEL (of struct dcache): c->lock protects the in-memory valid and busy bitmaps,

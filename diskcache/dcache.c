@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the disk cache — opening at a point in time (the invalidation policy), reads,
  * persists, stats and the whole-disk digest.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the CBT-aware disk cache.
  *
  * A cache is an image file (a sparse file, or an existing file or block device such as a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: fetching invalid blocks — one run at a time (fetch_run) and the parallel fill.
  *
  * A run is a stretch of invalid blocks of one allocation class that its caller marked

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: one process per cache — an flock on META.lock, which holds the holder's pid, and
  * an flock on the image itself, so that two processes given one image with two
  * different metadata files cannot write it from two different states.

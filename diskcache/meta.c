@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the diskcache metadata file — encoding, checksums and crash-safe persists.
  *
  * Layout (all integers little-endian):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the adapter from a provider-neutral source to diskcache (source-ops.h). */
 #include <string.h>
 

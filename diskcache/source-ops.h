@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: a disk of a provider-neutral source as a diskcache source (the one adapter from
  * providers/source.h to struct dcache_source_ops).
  *

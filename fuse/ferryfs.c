@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferryfs: mount a VM's disks read-only (main, options, the nbdkit child, the mount loop).
  *
  *   ferryfs [OPTIONS] MOUNTPOINT -- nbdkit ferry provider=... vm=...

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferryfs: shared declarations of the FUSE layer (fs.c), the NBD pool (nbd.c), the
  * libguestfs inspection (inspect.c) and main (ferryfs.c).
  */

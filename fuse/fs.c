@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferryfs: the FUSE operations of the read-only VM directory.
  *
  *   /                  the VM (0555)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferryfs: inspection.json, produced by libguestfs inspection of the mounted disks.
  *
  * The disks are added read-only with format=raw, by their paths in this mount, so the

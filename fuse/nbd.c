@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferryfs: a pool of libnbd connections to one export, with deadlines.
  *
  * A pool owns up to N handles to one NBD export: N = --connections when the server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferryfs: vm.json and the names of the disk files.
  *
  * With the ferry plugin, vm.json is the document the plugin wrote at start-up (vm-json=),

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Capture the seed corpora of fuzz-soap, fuzz-vsphere and fuzz-cbt from the vSphere double:
 # real answers to the calls the provider makes, written as the targets read them.
 #

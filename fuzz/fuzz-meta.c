@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: fuzz target — the diskcache metadata loader (meta_load).
  *
  * The input's first byte holds flags, the rest is the metadata file as meta_load reads it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: fuzz target — the migration plan (orchestrator/plan.c, plan_load).
  *
  * The input is the plan file, read by plan_load from an anonymous file.  The plan's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: fuzz target — one SOAP answer from vSphere.
  *
  * The input is an HTTP body as POST /sdk returns it.  soap_parse turns it into a document

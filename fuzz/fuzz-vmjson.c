@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: fuzz target — ferryfs's reading of the plugin's vm.json (vm_describe).
  *
  * The input is what the NBD server says about its exports, then the plugin's vm.json:

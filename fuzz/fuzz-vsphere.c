@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: fuzz target — a whole conversation with a hostile vSphere server.
  *
  * The provider's HTTP seam is replaced (-Wl,--wrap, fuzz-vsphere.wrap): http_post answers

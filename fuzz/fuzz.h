@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: helpers shared by the libFuzzer targets in fuzz/.
  *
  * Each target is one C file with LLVMFuzzerTestOneInput; it includes this header once.

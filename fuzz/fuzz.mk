@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # ferry — libFuzzer targets for the parsers of untrusted input (fuzz/README.md).
 #
 # Included from the top Makefile.  Everything is built with clang under fuzz/build/, apart

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Run libFuzzer targets built by `make fuzz-build`.
 #
 #   fuzz/run.sh [--seconds N | --runs N] [--jobs N] TARGET... [-- LIBFUZZER-FLAGS...]

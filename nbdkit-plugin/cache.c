@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the plugin's disk caches (cache=, cache-dir=, fill=).
  *
  * With a cache, reads of disk I go through dcache_pread: valid blocks come from the

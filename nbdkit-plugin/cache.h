@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the plugin's disk caches (cache.c). */
 #ifndef FERRY_PLUGIN_CACHE_H
 #define FERRY_PLUGIN_CACHE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: nbdkit plugin serving vSphere VM disks read-only over NBD.
  *
  *   nbdkit ferry provider=vsphere server=HOST user=NAME password=+FILE vm=NAME [disk=...]

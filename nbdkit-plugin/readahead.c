@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: read-ahead for sequential readers of an immutable disk.
  *
  * Copy tools (nbdcopy, qemu-img convert, virt-v2v) send many small adjacent requests, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: read-ahead for sequential readers of an immutable disk (see readahead.c). */
 #ifndef FERRY_READAHEAD_H
 #define FERRY_READAHEAD_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: converting a verified VM and writing its manifests (conversion.h).
  *
  * THREAD MODEL: conversion_vm runs in the VM's thread; the journal is shared under its

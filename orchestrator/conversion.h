@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the last step of a VM — guest conversion (libconvert) and its KubeVirt manifests.
  *
  * VM states after the copy (journal.h):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the plan's journal (journal.h). */
 #include <errno.h>
 #include <fcntl.h>

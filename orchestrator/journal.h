@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the journal of a plan in its stateDir — what each VM has reached, durably.
  *
  * journal.json holds, per VM (by target name): the state, the round, the changeIds the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the command line — ferry COMMAND PLAN [OPTIONS]; see ferry.pod. */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: running a plan (migrate.h).
  *
  * THREAD MODEL: the main thread starts one thread per VM and a signal thread, then joins

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: running a plan — cold and warm migrations of its VMs into their targets.
  *
  * One thread per VM runs that VM's states (journal.h); inside a round, one thread per

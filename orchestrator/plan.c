@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: reading the plan (plan.h, ferry-plan.md).
  *
  * Every problem is reported, not only the first: a plan with three typos gets three

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the migration plan (ferry-plan.md) — parsed, checked and resolved.
  *
  * plan_load reads the JSON file strictly (an unknown key is an error naming it), reads

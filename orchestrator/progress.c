@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: progress display and JSON lines (progress.h). */
 #include <inttypes.h>
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: progress of a run — a live display on a terminal, JSON lines otherwise.
  *
  * TTY: one line per active disk and a total line, redrawn in place once a second; log

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: per-host and per-datastore transfer slots (sched.h). */
 #include <pthread.h>
 #include <stdlib.h>

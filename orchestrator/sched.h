@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: limits on concurrent disk transfers — per source host and per datastore.
  *
  * A disk transfer takes one slot of its host and one of its datastore, both at once (so

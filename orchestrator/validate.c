@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: ferry validate — every problem of a plan at once, before anything is touched.
  *
  * Like MTV's plan concerns: each concern names its object ("plan", "source", "vm web01",

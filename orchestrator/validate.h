@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: ferry validate (validate.c). */
 #ifndef FERRY_VALIDATE_H
 #define FERRY_VALIDATE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: target digests and sampled comparison with the source (verify.h). */
 #include <fcntl.h>
 #include <inttypes.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: proving what a target holds — its digest re-read from storage, and a sample of
  * blocks compared byte for byte with the source.
  *

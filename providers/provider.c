@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: helpers shared by the providers (see provider.h). */
 #include <ctype.h>
 #include <stdio.h>

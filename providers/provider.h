@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: what every source provider offers (vSphere now, RHV later).
  *
  * A provider yields the disks of one VM at one point in time, their allocated areas, the

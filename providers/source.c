@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the provider-neutral source (source.h) — the choice of provider, the parameter
  * checks every provider shares, and what is computed the same way for all of them.
  */

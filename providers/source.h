@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the provider-neutral source — one VM at one point in time, its disks, their
  * allocated and changed areas, and reads of their bytes.
  *

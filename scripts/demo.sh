@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The README's demo: a warm migration of a running VM from the built-in vSphere double
 # into two PVC-style targets with `ferry migrate` — precopy rounds while the guest keeps
 # writing, a cutover, and the verified digests.  Everything runs on 127.0.0.1 and is

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Install every Debian package that ferry's build, tests and benchmarks need.
 # Idempotent: does nothing when all are present; runs apt-get update at most once.
 set -euo pipefail

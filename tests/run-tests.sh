@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry test runner: run-tests.sh [UNIT-TEST...] -- [INTEGRATION-TEST...]
 #
 # Runs the unit tests, then the integration tests (exit 77 = skipped, with the reason the

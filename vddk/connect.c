@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: VixDiskLib start-up and connections — InitEx/Exit, the connect parameters,
  * ConnectEx/Disconnect.
  *

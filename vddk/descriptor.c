@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the VMDK text descriptor — may ferry read this disk as one raw file?
  *
  * ferry's source reads a disk "[ds] dir/name.vmdk" as the raw file dir/name-flat.vmdk,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: VixDiskLib disks — Open/Close, GetInfo, the transport mode.
  *
  * Open("[ds] dir/name.vmdk") opens a provider source for the connection's VM at its

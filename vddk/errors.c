@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: VixDiskLib logging and error texts.
  *
  * ferry's libraries report an error once, where it happens, with log_error.  Here that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: VixDiskLib reads — Read, ReadAsync/Wait/Flush, QueryAllocatedBlocks, and the
  * write calls that a read-only library refuses.
  *

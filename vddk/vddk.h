@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: internals of libvixDiskLib.so.8, the VDDK drop-in (not exported).
  *
  * A connection (ConnectEx) holds what the consumer gave, a vSphere session and the VM it

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # ferry: libvixDiskLib.so.8, a drop-in for VMware's VDDK (see vddk/README.md).
 # Included from the top Makefile.
 #

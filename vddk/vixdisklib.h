@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the C interface of VMware's VixDiskLib as its consumers (nbdkit's vddk plugin,
  * hence CDI, Forklift and virt-v2v) call it — ferry's own declarations, written from the
  * layouts recorded in shared/reference/vddk.md (x86-64, nbdkit's "VDDK 7.0" structs).

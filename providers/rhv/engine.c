@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the oVirt engine session — SSO token, REST calls, XML bodies.
  *
  * State: OPEN (pool made) -> LOGGED IN (token held) -> CLOSED (token revoked and wiped).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the ovirt-imageio client calls beyond ranged GETs (which are http_get_range):
  * OPTIONS (features, max_readers; it also touches the ticket) and /extents.
  *

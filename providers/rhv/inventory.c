@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: RHV inventory — a VM by id or name with its disk attachments and disks, in one
  * call each (?follow=disk_attachments.disk).
  */

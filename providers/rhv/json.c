@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: RHV answers — the engine's JSON, where every scalar is a string ("46137344",
  * "true"), its faults (JSON or XML), and imageio's /extents lists.  Pure functions, so the
  * unit tests need no server.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the RHV / oVirt provider — engine REST API (SSO token, inventory, image
  * transfers, incremental backups) and the ovirt-imageio data path.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the RHV / oVirt source (source.h) — one VM at one point in time.
  *
  * Owns the engine session, the VM, the backup being read (if any) and, per disk, its

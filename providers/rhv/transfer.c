@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: RHV image transfers (downloads) and incremental backups.
  *
  * A transfer goes POST /imagetransfers (format raw: the host serves the whole chain with

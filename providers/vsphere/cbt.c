@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: changed block tracking — QueryChangedDiskAreas and changeIds.
  *
  * The server answers for a window [startOffset, startOffset+length) at a time, with at

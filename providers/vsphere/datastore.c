@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: datastore reads — ranged GETs of a disk's -flat.vmdk through /folder.
  *
  * The flat extent of "[ds] dir/name.vmdk" is dir/name-flat.vmdk, raw, offset = guest

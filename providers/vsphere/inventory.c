@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: vSphere inventory — find a VM, read its disks, snapshots and datacenter path. */
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the vSphere session — service content, Login/Logout, re-login.
  *
  * State: OPEN (pool made, ServiceContent read) -> LOGGED IN (cookie set) -> CLOSED.  A

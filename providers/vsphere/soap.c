@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: vSphere SOAP calls over POST /sdk.
  *
  * soap_call builds the envelope, posts it through the session's HTTP pool, parses the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: vSphere SOAP internals shared by the provider's files (not a public header). */
 #ifndef FERRY_VSPHERE_SOAP_H
 #define FERRY_VSPHERE_SOAP_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the vSphere source (source.h) — one VM at one point in time.
  *
  * Owns the session, the VM, the snapshot being served and, per disk, its /folder path and

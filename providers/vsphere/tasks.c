@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: vSphere tasks — snapshots and CBT reconfiguration, polled until they finish.
  *
  * A task goes queued -> running -> success | error.  We poll Task.info with a backoff from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: the vSphere provider — SOAP session, inventory, snapshots, CBT and datastore
  * reads.
  *

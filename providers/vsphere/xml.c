@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: small libxml2 helpers for vSphere's SOAP documents.
  *
  * vCenter writes xsi:type, vcsim writes XMLSchema-instance:type: the type attribute is

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # build-guest.sh OUT.img: a small bootable Debian 12 guest disk made from Debian packages
 # only (debootstrap + the cloud kernel + grub), as ../shared/reference/guest-lab.md
 # describes: raw, 1 GiB virtual, MBR, one ext4 partition, hostname "guestlab",

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """check-manifests.py SCHEMA_DIR VM.YAML: validate ferry's vm.yaml offline.
 
 Every document of the stream is checked against the published schema of its kind

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 # Cross-check the vSphere double with an independent client (pyvmomi).
 #
 # usage: double_pyvmomi.py  (environment: SERVER CACERT CONTROL VMNAME

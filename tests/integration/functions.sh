@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # ferry integration tests: shared shell helpers (nbdkit style).
 #
 #   source tests/integration/functions.sh

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: test driver for common/http.c.
  *
  *   http-fetch [OPTIONS] URL-BASE PATH SIZE OUT

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """ferry: a small HTTPS server with Range support and fault injection, for the HTTP tests.
 
     range_server.py --cert C --key K --file F --path /disk --port-file P [faults]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # ferry integration tests: helpers for the RHV / oVirt double (tests/doubles/rhv).
 #
 #   source tests/integration/functions.sh

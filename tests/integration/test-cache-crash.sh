@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # SIGKILL during a fill, at several points: early, mid-fill, during a bitmap persist
 # (its header half written: test-only FERRY_DCACHE_CRASH_AT), and from outside while
 # fetching.  Reopening and filling again gives an image identical to the snapshot, and

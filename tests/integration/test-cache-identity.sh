@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The cache's metadata is bound to its image: when the image is removed, truncated,
 # hole-punched, replaced by another cache's image or (with verify=true) changed in place,
 # fill=true refetches the whole disk and the image equals the snapshot again — never the

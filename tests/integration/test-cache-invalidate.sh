@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # When the source cannot say what changed, the cache refetches everything and is still
 # identical to the snapshot — never stale: a CBT reset between rounds, a changeId the
 # server does not know (InvalidArgument), truncated or corrupted metadata.  One bad

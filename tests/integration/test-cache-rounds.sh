@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Warm rounds through the disk cache: snapshot -> fill -> remove the snapshot, three
 # times, with the guest writing in between (scattered small writes, a large sequential
 # write, writes straddling block boundaries, a write after a round's snapshot).  After

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The vSphere double's /folder service with curl: TLS against the test CA,
 # 401 without a session, 206 with the Login cookie, bytes equal to the
 # guest's view, snapshot freeze and consolidation, Basic auth, session

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The vSphere double, checked with an independent client (pyvmomi): login,
 # lookup, disks, snapshots, changeIds, QueryChangedDiskAreas with windows
 # and faults, RemoveSnapshot task info, delayed tasks, session expiry.

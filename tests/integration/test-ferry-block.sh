@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A block-mode target (a loop device standing in for a block PVC): ferry migrates a disk
 # into a device bigger than the disk and full of old data.  The first CAPACITY bytes then
 # equal the source (holes included: a device is not sparse), the bytes after them are

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Stopping a migration in the middle of a round: `ferry cancel` (and a plain SIGTERM to
 # ferry migrate, which must behave the same) leaves no snapshot on the VM and a journal
 # that a rerun resumes to a verified copy equal to the source.  The progress stream is

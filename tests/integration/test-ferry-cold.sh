@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry migrate, cold: a running 2-disk VM (one disk CBT-sparse, one dense and of a size
 # that is not a multiple of 64 KiB) into filesystem targets.  The targets equal the
 # source, the results' digests agree with each other, with `ferry digest` and with the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A conversion that fails never damages the copy: a VM whose disk holds no operating
 # system is copied and verified, then virt-v2v-in-place fails on it.  The VM is
 # conversion-failed with virt-v2v's own words in its error, the target's digest is still

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Conversion's overlay safety and its accounting, fast: a stand-in for virt-v2v-in-place
 # (first in PATH) reads the libvirt XML ferry wrote, writes 192 KiB at 64 KiB into every
 # disk through the NBD exports it names, and then fails or succeeds as the test says.

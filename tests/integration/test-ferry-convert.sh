@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The end-to-end proof: the real Debian guest (tests/guest/build-guest.sh, cached) as a
 # powered-on VM in the vSphere double -> warm: two precopy rounds, the guest writing files
 # between them (round 2 fetches only the blocks those writes changed) -> cutover ->

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry migrate killed (SIGKILL) at each point of a round — after the snapshot was made and
 # before its changeIds were recorded, mid-fill, during verification, just before the
 # snapshot's removal — then run again: the target equals the source, no ferry snapshot is

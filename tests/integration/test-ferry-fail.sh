@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # One VM of two deleted in the middle of its round (Destroy_Task through the double's
 # control channel, while it is being copied): the other VM is migrated and verified,
 # ferry migrate exits 1, and results.json says why the deleted one failed in the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry migrate, raw copy (skipGuestConversion): each VM's stateDir/VM/vm.yaml holds a
 # KubeVirt VirtualMachine and one PersistentVolumeClaim per target, valid against the
 # published schemas (../shared/schemas, strict) and saying what the source VM was: a

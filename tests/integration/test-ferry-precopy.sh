@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Rounds driven from outside, as a controller or a cron job does: `ferry precopy` twice
 # (one round each, then exit) with guest writes in between, then `ferry cutover` with no
 # migrate running, which cuts over itself.  The second precopy fetches only what changed;

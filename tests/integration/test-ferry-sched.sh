@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry's per-host scheduling: two VMs of one disk each on the double's one host with
 # maxInFlightPerHost=1 are copied one after the other — the double's /folder request log
 # shows their transfers never overlap in time; then a 3-disk VM with maxInFlightPerHost=2

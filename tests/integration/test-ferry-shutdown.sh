@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The cutover's shutdown: a running VM whose VMware Tools run is shut down through the
 # guest (ShutdownGuest), one without Tools is powered off (PowerOffVM_Task); both end
 # powered off and verified, and the journal and results record that they were found

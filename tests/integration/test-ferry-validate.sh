@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry validate: a plan with many problems lists all of them in one run (text and
 # --json), changing nothing; an unknown key is refused naming it; a wrong password is
 # reported as the server's login failure; enableCBT turns CBT on; the password never

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry migrate, warm: a running VM, precopy rounds every second, the guest writing between
 # rounds and during one (ferry stopped by its test seam after round 1, mid-fill of round 2
 # and after round 2), then `ferry cutover` while migrate runs.  Each target equals the disk at cutover; rounds 2 and 3 fetch only the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferryfs with a real guest: the Debian 12 disk from tests/guest/build-guest.sh, hosted by
 # the vSphere double and served by the ferry plugin.  guestfish -i on the mounted disk file
 # sees the guest's filesystems and files; inspection.json says Debian 12 (libguestfs under

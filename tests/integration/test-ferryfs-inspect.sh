@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # No FUSE callback of ferryfs waits for the inspection.  The appliance's qemu is a script
 # that blocks until the test releases it, so the inspection runs as long as the test wants:
 # meanwhile inspection.json reads as a "running" document (also to many readers at once),

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferryfs is server-neutral: it mounts exports of nbdkit memory and qemu-nbd given as URIs
 # (cmp, synthesised vm.json), and starts a non-ferry nbdkit itself.  A stopped server makes
 # reads fail with EIO after --timeout, a killed one at once; reads work again when the

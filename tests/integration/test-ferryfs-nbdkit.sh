@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferryfs and the nbdkit it starts, over the vSphere double with snapshot=create:
 # - snapshot creation slower than --start-timeout: ferryfs gives up without killing nbdkit
 #   in its get_ready (which would leave the snapshot): no snapshot, no nbdkit, no mount;

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The read-only guards of ferryfs, each on its own.  The mount is "ro" (findmnt), so the
 # kernel refuses writes first: open(O_RDWR) fails with EROFS.  Then root remounts it
 # read-write (mount(2) MS_REMOUNT), which takes the kernel's guard away: every change must

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferryfs over the ferry plugin on the vSphere double: one file per disk, byte-identical
 # (cmp) with SEEK_DATA/SEEK_HOLE equal to the written areas; vm.json as the double's
 # inventory says; EROFS for every write; fusermount3 -u and SIGTERM leave no process and no

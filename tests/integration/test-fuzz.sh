@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The libFuzzer targets (fuzz/): build them with ASan and UBSan, replay the open bugs'
 # reproducers, and fuzz each target for a few seconds from its committed seeds.  Fails on
 # any crash, sanitizer report, leak or broken promise the harnesses check.  Skipped when

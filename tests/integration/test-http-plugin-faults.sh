@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry: the plugin copies a disk through a server that fails 60% of the reads — 20%
 # answered 503 (Retry-After: 0), 20% reset, 20% truncated — and the copy is identical to
 # the source: retries are bounded by a time budget, not by a count of 5 that such a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry: the password never reaches a message, even from a server that echoes the Login
 # request back: as the faultstring of a SOAP fault, or as a 200 answer that is not SOAP
 # (range_server.py --soap).  The error still names the server, the user and the fault type.

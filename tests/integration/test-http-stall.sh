@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry: common/http.c against servers that stall or ask to wait (range_server.py):
 # a body that stops in the middle is abandoned by the low-speed limit and fetched again on
 # a fresh connection; a server that always stalls, or is stopped (SIGSTOP), or was never

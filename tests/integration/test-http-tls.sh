@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry: common/http.c end to end against a local HTTPS server (range_server.py):
 # TLS verification with a CA (chain and host name), thumbprint pinning (SHA-1, SHA-256,
 # wrong), sslverify=false (a warning, not an error),

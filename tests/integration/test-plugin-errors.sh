@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Bad input gets a clear error naming the object, the operation and the server's words,
 # and the password never appears in any output.
 source "$(dirname "$0")/functions.sh"

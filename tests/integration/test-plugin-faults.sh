@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A flaky server (5% of /folder requests answered 503, reset or truncated) and a session
 # that expires in the middle of a copy: the copy is still byte-identical.
 source "$(dirname "$0")/functions.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Inventory checks at open: a wrong datacenter= is refused naming it and the VM's own
 # datacenter (not accepted, to fail every read with a bare 404 later); a disk /folder
 # cannot serve is refused naming the datacenter and datastore; vm= takes an inventory

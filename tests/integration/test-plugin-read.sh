@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The plugin serves a powered-off VM's disks: qemu-img compare and nbdcopy against the
 # source file, nbdinfo --map equal to the allocated areas, one export per disk, lookup by
 # name, moref and BIOS uuid.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A powered-on VM: refused without a snapshot; with snapshot=create the export is the
 # disk as it was when the snapshot was taken while the guest keeps writing, and no
 # snapshot remains once nbdkit has exited on SIGTERM, even after its session expired.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The plugin exports only nbdkit's entry point and the debug flags -D sets by name: ferry's
 # own functions (and the libraries linked into it) can neither clash with nor interpose on
 # nbdkit's or a library's symbols.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # CBT answers split into many windows (at most 3 areas and 8 MiB per answer) on disks
 # whose size is not a multiple of 64 KiB: the bytes read through the plugin are the
 # double's, and the extents nbdinfo --map reports are exactly the source's allocation

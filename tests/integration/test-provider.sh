@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The vSphere provider on its own (no nbdkit), through the vs-probe driver: login, lookup,
 # enabling CBT, snapshot, CBT allocated areas, a parallel copy of the frozen disk,
 # snapshot removal.

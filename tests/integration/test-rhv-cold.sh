@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # provider=rhv reads a down VM's two disks through image transfers: byte-identical to the
 # qcow2 images' raw view (qemu-img compare), the zero extents of imageio as holes in
 # nbdinfo --map, lookup by name and id, and no transfer left open after nbdkit ends —

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # provider=rhv errors: a bad password is one clear error that names the engine, the user
 # and the engine's words, never the password; an unknown VM names the VM; a running VM's
 # disk transfer is refused by the engine and nothing is left open; parameters are checked

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # provider=rhv under the engine's and imageio's habits: the host's transfer_url is used
 # when it works and the engine's proxy_url when its host name is unknown or it refuses;
 # an expired token means one login again; an idle ticket is kept alive within a short

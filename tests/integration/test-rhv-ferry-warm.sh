@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry, warm, from RHV: `ferry precopy` twice on a running VM with guest writes between,
 # then `ferry cutover`.  Each round after the first is an incremental backup since the
 # checkpoint the targets hold (ferry passes it from its journal), so round 2 fetches only

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry migrate, cold, from RHV: a plan with "source": {"type": "ovirt"} and a Secret laid
 # out like Forklift's oVirt provider Secret (user, password, cacert).  ferry shuts the
 # running 2-disk VM down, copies its disks into filesystem targets through image

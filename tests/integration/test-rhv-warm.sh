@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Warm rounds of a running RHV VM through the cache (cache-dir= fill=true): the first
 # round is a full backup and fetches the data; the guest writes; the second round is an
 # incremental backup since the first one's checkpoint (the disks' changeId) and fetches

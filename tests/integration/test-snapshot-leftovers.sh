@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ferry's own leftover snapshots (from an nbdkit that was SIGKILLed, or that aborted) are
 # removed at the next run and said; a snapshot whose maker still runs on this host is in
 # use and refused; anyone else's snapshot is never touched and the VM is refused naming it.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A CreateSnapshot_Task that made its snapshot but whose answer was lost never leaves a
 # snapshot behind:
 #  - answered with a fault after the fact: ferry finds the snapshot by its unique name,

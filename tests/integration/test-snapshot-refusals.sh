@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Each thing ferry cannot read consistently is refused by itself, with its reason, and
 # nothing is added to or removed from the VM: pre-existing snapshots (without snapshot=,
 # with snapshot=create, with snapshot=MOREF among several), a delta disk (a linked

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # SIGTERM, SIGINT or SIGHUP while nbdkit is still in the plugin's get_ready (nbdkit's own
 # handlers are not installed yet) -- while the snapshot is being made, or while fill=true
 # copies -- never leaves the snapshot behind: the plugin unwinds and removes it, and

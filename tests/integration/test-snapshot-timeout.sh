@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A task that does not finish by task-timeout= is given up with a clear error naming the
 # task and its last state, and no snapshot is left behind; task-timeout=0 is refused.
 source "$(dirname "$0")/functions.sh"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # libvixDiskLib.so.8 under the conformance driver, which replays nbdkit's vddk plugin's
 # calls (dump-plugin sequence, fork, InitEx, ConnectEx/Open by offsets, GetInfo, the
 # allocated-blocks probe and 32 GiB windows, 64 ReadAsync in flight with every callback

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # libvixDiskLib.so.8 against a stand-alone ESXi host (the double's -esx mode: datacenter
 # ha-datacenter, HostAgent API): the conformance driver reads a disk byte-identically and
 # maps it as CBT does.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # End to end through nbdkit: a running VM's snapshot (as CDI's warm import passes it,
 # snapshot=MOREF, file= the snapshot's disk) served by the library behind the test-only
 # forwarding plugin; qemu-img compare and nbdcopy against the disk as of the snapshot

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # libvixDiskLib.so.8 is shaped as its consumers need: an ELF shared object with soname
 # libvixDiskLib.so.8 that exports the 23 VixDiskLib_* functions nbdkit's vddk plugin
 # resolves and nothing else, binds its own symbols (-Bsymbolic), has no constructor of its

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # What libvixDiskLib.so.8 cannot read correctly is refused at ConnectEx or Open, with the
 # VIX code a consumer expects and a text that says why in the server's or the disk's own
 # words: a disk the VM does not have, snapshot deltas, vSAN and vVol objects, raw device

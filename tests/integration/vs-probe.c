@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: a test driver for the vSphere provider without nbdkit, so that `make check-asan`
  * (where nbdkit cannot load an ASan-built plugin) still runs the SOAP, inventory, task,
  * CBT and datastore code under the sanitizers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: unit tests of the QueryChangedDiskAreas window loop, with soap_call replaced by
  * canned server answers (-Wl,--wrap=soap_call).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: unit tests of the plugin's parameter checks (source_config_check). */
 #include <setjmp.h>
 #include <stdarg.h>

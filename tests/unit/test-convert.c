@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: unit tests of libconvert's pure parts — the libvirt XML virt-v2v reads, DNS-1123
  * names, PVC sizes, the count of blocks an overlay holds, and the YAML writer.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: unit tests of diskcache — the bitmap, run coalescing, metadata encoding and
  * validation, the invalidation math, the open policy against a fake source, the binding
  * of metadata to its image, sync failures, and crash consistency under power loss.

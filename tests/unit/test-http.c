@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: unit tests of the pure parts of common/http.c: the retry policy, thumbprint
  * normalisation, URL quoting and the defaults.  The network paths are covered by
  * tests/integration/test-http-tls.sh.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: unit tests of the plugin's read-ahead: sequential readers are served from 1 MiB
  * chunks (few source reads), random readers are read directly (no amplification), and
  * every byte is right, also with parallel readers and a failing source.

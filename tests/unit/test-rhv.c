@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: unit tests of the RHV provider's pure parts — the engine's JSON with string
  * scalars, collections and follows, faults (JSON, XML, SSO), imageio extents and the
  * engine URL.

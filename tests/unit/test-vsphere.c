@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: unit tests of the vSphere provider's pure parts — envelopes, answer parsing with
  * both namespace prefixes, disks, changeIds, datastore paths and URL quoting.
  */

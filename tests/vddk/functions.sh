@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # ferry: helpers for the VDDK drop-in tests (tests/integration/test-vddk-*.sh).
 # Source after tests/integration/functions.sh.
 # shellcheck shell=bash

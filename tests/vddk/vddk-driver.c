@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: a conformance driver for libvixDiskLib.so.8 that replays what nbdkit's vddk
  * plugin does (shared/reference/vddk.md §A.1), without nbdkit's vddk plugin.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: TEST ONLY — a small nbdkit plugin that forwards to a libvixDiskLib the way
  * nbdkit's vddk plugin does (which Debian does not package), so that the library can be
  * read end to end by nbdcopy, qemu-img and nbdinfo.  It is glue, not a vddk plugin: the

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """ferry's RHV / oVirt double: an engine REST API and an ovirt-imageio server in front of
 real qemu-nbd processes serving qcow2 images with persistent dirty bitmaps.
 

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # Build the vSphere test double (govmomi vcsim + our extensions) in GOPATH
 # mode from Debian's golang-github-vmware-govmomi-dev.  No network is used.
 #

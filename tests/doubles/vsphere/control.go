@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The control channel (plain HTTP, test only) and the inventory setup.
 //
 // Operations that vSphere itself would do (create VM, power, snapshot,

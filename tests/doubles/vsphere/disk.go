@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The disk model: base flat files, snapshot overlays and the CBT journal.
 //
 // A disk is its base NAME-flat.vmdk plus one overlay per snapshot.  With

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Control channel additions for the ferry orchestrator's tests: a log of
 // /folder GETs with their start and end times (to prove that transfers were
 // or were not concurrent), deleting a VM as vSphere's Destroy_Task does (a

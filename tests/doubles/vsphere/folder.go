@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The /folder middleware: session or Basic auth, double-encoded query
 // parameters, octet-stream type, counters and fault injection in front of
 // vcsim's http.FileServer.

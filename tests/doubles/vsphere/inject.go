@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // One-shot and timing faults for the snapshot lifecycle tests: a CreateSnapshot_Task
 // that makes the snapshot but whose answer is lost, and slow /folder reads.
 package main

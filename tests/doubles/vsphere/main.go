@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // vsphere-double: a VMware vSphere test double for ferry's tests.
 //
 // It runs govmomi's vcsim (Debian's 0.24.2) in process and puts HTTP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The /sdk middleware: sessions, login, stats, QueryChangedDiskAreas and
 // the snapshot/reconfigure hooks that keep the disk model and vcsim's
 // objects in step.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Control channel operations on one VM: guest writes, disk views, power,
 // snapshots and CBT switches.
 package main
