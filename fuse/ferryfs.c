@@ -522,9 +522,9 @@ disks_from_nbdkit (struct vm *vm, char **cmd, int n)
   sock = start_nbdkit (cmd, n, &vm_json, &ferry);
   if (sock == NULL)
     return -1;
-  list_uri = nbd_unix_uri (sock, "");
+  list_uri = ferryfs_unix_uri (sock, "");
   /* ferry's plugin serves one export per disk: without the list, no VM. */
-  nr = list_uri ? nbd_list_exports (list_uri, timeout, ferry, &exports) : -1;
+  nr = list_uri ? ferryfs_list_exports (list_uri, timeout, ferry, &exports) : -1;
   if (nr == -1)
     return -1;
   uris = calloc (nr ? nr : 1, sizeof *uris);
@@ -533,7 +533,7 @@ disks_from_nbdkit (struct vm *vm, char **cmd, int n)
     goto out;
   for (i = 0; i < (nr ? nr : 1); i++) {
     names[i] = nr ? exports[i].name : (char *)"";
-    uris[i] = nbd_unix_uri (sock, names[i]);
+    uris[i] = ferryfs_unix_uri (sock, names[i]);
     if (uris[i] == NULL)
       goto out;
   }

@@ -42,12 +42,12 @@ struct export_info {
  * error was reported: the connection broke or timed out, or the server cannot list and
  * REQUIRED (a server known to list its exports, such as ferry's plugin).
  */
-int nbd_list_exports (const char *uri, int timeout, bool required,
-                      struct export_info **exports);
+int ferryfs_list_exports (const char *uri, int timeout, bool required,
+                          struct export_info **exports);
 void free_exports (struct export_info *exports, size_t n);
 
 /* nbd+unix:///EXPORT?socket=SOCKET, percent-encoded; NULL when out of memory. */
-char *nbd_unix_uri (const char *socket, const char *export_name);
+char *ferryfs_unix_uri (const char *socket, const char *export_name);
 
 /* The mounted VM: one disk per export plus the two JSON files. */
 struct disk {

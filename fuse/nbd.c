@@ -487,7 +487,8 @@ is_flag_set (struct nbd_handle *h, void *arg)
 }
 
 int
-nbd_list_exports (const char *uri, int timeout, bool required, struct export_info **exports)
+ferryfs_list_exports (const char *uri, int timeout, bool required,
+                      struct export_info **exports)
 {
   export_vector v = empty_vector;
   struct nbd_handle *h;
@@ -572,7 +573,7 @@ uri_append (char **out, const char *str, const char *keep)
 }
 
 char *
-nbd_unix_uri (const char *socket, const char *export_name)
+ferryfs_unix_uri (const char *socket, const char *export_name)
 {
   char *uri = strdup ("nbd+unix:///");
 
