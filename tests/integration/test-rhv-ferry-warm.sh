@@ -26,7 +26,7 @@ make_targets app01 1
 jq -n --arg url "$ENGINE_URL" --arg secret "$tmpdir/secret" --arg state "$tmpdir/state" \
   --arg pvc "$tmpdir/pvc" '{
     name: "rhv-warm", source: { type: "ovirt", url: $url, secret: $secret },
-    warm: true, stateDir: $state, verifySamplePercent: 0,
+    warm: true, stateDir: $state, verifySamplePercent: 0, skipGuestConversion: true,
     storageMap: [ { source: { name: "data1" },
                     destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}") } } ],
     vms: [ { name: "app01" } ] }' >"$tmpdir/plan.json"

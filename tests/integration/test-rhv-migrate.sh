@@ -24,7 +24,7 @@ make_targets web01 2
 jq -n --arg url "$ENGINE_URL" --arg secret "$tmpdir/secret" --arg state "$tmpdir/state" \
   --arg pvc "$tmpdir/pvc" '{
     name: "rhv", source: { type: "ovirt", url: $url, secret: $secret },
-    stateDir: $state,
+    stateDir: $state, skipGuestConversion: true,
     storageMap: [ { source: { name: "data1" },
                     destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}") } } ],
     vms: [ { name: "web01" } ] }' >"$tmpdir/plan.json"
