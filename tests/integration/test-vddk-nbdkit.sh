@@ -57,9 +57,13 @@ stop_ferry "$NBDKIT_PID"
 flat="$tmpdir/double/datastores/$DATASTORE/vddk two/vddk two_1-flat.vmdk"
 [ -f "$flat" ] || fail "no flat file at $flat"
 start_vddkfwd vm="moref=$moref" file="$file1" snapshot="$snap"
-mv "$flat" "$flat.away"
-if nbdcopy "$(nbd_uri)" "$tmpdir/copy2" 2>"$tmpdir/copy2.err"; then
-  fail "the copy succeeded without the flat file"
+# Open checks the flat file, so it goes away only once the connection is open; then a
+# read of data (not a CBT hole, which is never fetched) must fail.
+read -r data_at _ <"$tmpdir/map1"
+if FLAT=$flat AT=$data_at nbdsh -u "$(nbd_uri)" -c 'import os' \
+  -c 'os.rename (os.environ["FLAT"], os.environ["FLAT"] + ".away")' \
+  -c 'h.pread (65536, int (os.environ["AT"]))' 2>"$tmpdir/copy2.err"; then
+  fail "the read succeeded without the flat file"
 fi
 mv "$flat.away" "$flat"
 grep -E "VixDiskLib_ReadAsync: ReadAsync \\[$DATASTORE\\] vddk two/vddk two_1.vmdk: [0-9]+ bytes at offset [0-9]+: .*404.* \\(error 1:" \
