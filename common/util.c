@@ -106,3 +106,40 @@ out:
   errno = saved;
   return r;
 }
+
+char *
+xml_escape (const char *s)
+{
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *fp = open_memstream (&buf, &len);
+
+  if (fp == NULL)
+    return NULL;
+  for (; *s; s++) {
+    switch (*s) {
+      case '&':
+        fputs ("&amp;", fp);
+        break;
+      case '<':
+        fputs ("&lt;", fp);
+        break;
+      case '>':
+        fputs ("&gt;", fp);
+        break;
+      case '"':
+        fputs ("&quot;", fp);
+        break;
+      case '\'':
+        fputs ("&apos;", fp);
+        break;
+      default:
+        fputc (*s, fp);
+    }
+  }
+  if (fclose (fp) != 0) {
+    free (buf);
+    return NULL;
+  }
+  return buf;
+}

@@ -28,4 +28,7 @@ int pread_full (int fd, void *buf, size_t count, uint64_t offset);
  */
 int write_file_atomic (const char *path, const void *buf, size_t len);
 
+/* S with XML's five special characters escaped: malloc'd, NULL on ENOMEM. */
+char *xml_escape (const char *s);
+
 #endif /* FERRY_UTIL_H */

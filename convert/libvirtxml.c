@@ -14,33 +14,17 @@
 #include <jansson.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "convert.h"
 
 /* S with XML's special characters escaped, written to FP. */
 static void
 put_escaped (FILE *fp, const char *s)
 {
-  for (; *s; s++) {
-    switch (*s) {
-      case '&':
-        fputs ("&amp;", fp);
-        break;
-      case '<':
-        fputs ("&lt;", fp);
-        break;
-      case '>':
-        fputs ("&gt;", fp);
-        break;
-      case '\'':
-        fputs ("&apos;", fp);
-        break;
-      case '"':
-        fputs ("&quot;", fp);
-        break;
-      default:
-        fputc (*s, fp);
-    }
-  }
+  char *e = xml_escape (s);
+
+  fputs (e ? e : "", fp);
+  free (e);
 }
 
 /* vSphere's device type -> libvirt's NIC model. */

@@ -41,7 +41,6 @@ void __wrap_http_pool_free (struct http_pool *pool);
 void __wrap_http_pool_set_cookie (struct http_pool *pool, const char *cookie);
 unsigned __wrap_http_pool_generation (struct http_pool *pool);
 void __wrap_sleep_ms (long ms);
-char *__wrap_xml_escape (const char *s);
 
 int
 __wrap_http_post (struct http_pool *pool, const char *path, const char *const *headers,

@@ -10,6 +10,7 @@
 #include <libxml/tree.h>
 
 #include "common/http.h"
+#include "common/util.h"
 #include "vsphere.h"
 
 #define VIM25_NS "urn:vim25"
@@ -73,6 +74,5 @@ char *xml_text (xmlNode *node);
 char *xml_child_text (xmlNode *node, const char *name);
 bool xml_child_u64 (xmlNode *node, const char *name, uint64_t *value);
 char *xml_type (xmlNode *node);
-char *xml_escape (const char *s);
 
 #endif /* FERRY_VSPHERE_SOAP_H */
