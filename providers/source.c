@@ -2,6 +2,7 @@
 /* ferry: the provider-neutral source (source.h) — the choice of provider, the parameter
  * checks every provider shares, and what is computed the same way for all of them.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,6 +140,35 @@ source_find_disk (const struct source *src, const char *name)
   if (*end == '\0' && idx < src->disks.len)
     return idx;
   return -1;
+}
+
+int
+source_keep_disk (struct source *src, const char *which)
+{
+  disk_vector *disks = &src->disks;
+  int i = source_find_disk (src, which);
+
+  if (i == -1) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream (&buf, &len);
+    for (size_t j = 0; fp && j < disks->len; j++)
+      fprintf (fp, "%s%s \"%s\"", j ? ", " : "", disks->ptr[j].key,
+               disks->ptr[j].file_name ? disks->ptr[j].file_name : disks->ptr[j].label);
+    if (fp)
+      fclose (fp);
+    log_error ("%s (%s): no disk \"%s\"; the VM's disks are (key, file): %s",
+               src->vm.id ? src->vm.id : "vm", src->vm.name ? src->vm.name : "?", which,
+               buf ? buf : "?");
+    free (buf);
+    return -1;
+  }
+  for (size_t j = 0; j < disks->len; j++)
+    if ((int)j != i)
+      provider_disk_free (&disks->ptr[j]);
+  disks->ptr[0] = disks->ptr[i];
+  disks->len = 1;
+  return 0;
 }
 
 int

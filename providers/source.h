@@ -151,6 +151,10 @@ json_t *source_describe (struct source *src);
 void source_stats (struct source *src, char *buf, size_t len);
 
 /* For providers: the base part of their source. */
+/* Keep only the disk named WHICH (see source_find_disk) in SRC's disks; reports the
+ * disks there are when there is no such disk.  SRC's vm must be filled in.
+ */
+int source_keep_disk (struct source *src, const char *which);
 void source_vm_free (struct source_vm *vm);
 /* First extent of MAP that ends after OFFSET (binary search). */
 size_t extent_first_after (const extent_vector *map, uint64_t offset);

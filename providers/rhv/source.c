@@ -126,34 +126,6 @@ rhv_config_check (const struct source_config *c)
   return 0;
 }
 
-/* Keep only the disk the user asked for. */
-static int
-select_disk (struct rhv_source *src, const char *which)
-{
-  disk_vector *disks = &src->base.disks;
-  int i = source_find_disk (&src->base, which);
-
-  if (i == -1) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *fp = open_memstream (&buf, &len);
-    for (size_t j = 0; fp && j < disks->len; j++)
-      fprintf (fp, "%s%s \"%s\"", j ? ", " : "", disks->ptr[j].key, disks->ptr[j].label);
-    if (fp)
-      fclose (fp);
-    log_error ("vm %s (%s): no disk \"%s\"; the VM's disks are (id, alias): %s", src->vm.id,
-               src->vm.name, which, buf ? buf : "?");
-    free (buf);
-    return -1;
-  }
-  for (size_t j = 0; j < disks->len; j++)
-    if ((int)j != i)
-      provider_disk_free (&disks->ptr[j]);
-  disks->ptr[0] = disks->ptr[i];
-  disks->len = 1;
-  return 0;
-}
-
 /* The provider-neutral disks from the engine's. */
 static int
 make_disks (struct rhv_source *src)
@@ -390,7 +362,9 @@ rhv_open (const struct source_config *config)
   if (src->e == NULL || rhv_find_vm (src->e, config->vm, &src->vm) == -1 ||
       make_disks (src) == -1)
     goto err;
-  if (config->disk && select_disk (src, config->disk) == -1)
+  /* The VM's identity now (for messages); its point in time once the backup exists. */
+  if (fill_base_vm (src) == -1 ||
+      (config->disk && source_keep_disk (&src->base, config->disk) == -1))
     goto err;
   src->state = calloc (disks->len, sizeof *src->state);
   if (src->state == NULL)

@@ -332,35 +332,6 @@ choose_snapshot (struct vs_source *src, const struct source_config *config)
   return -1;
 }
 
-/* Keep only the disk the user asked for. */
-static int
-select_disk (struct vs_source *src, const char *which)
-{
-  disk_vector *disks = &src->base.disks;
-  int i = source_find_disk (&src->base, which);
-
-  if (i == -1) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *fp = open_memstream (&buf, &len);
-    for (size_t j = 0; fp && j < disks->len; j++)
-      fprintf (fp, "%s%s \"%s\"", j ? ", " : "", disks->ptr[j].key,
-               disks->ptr[j].file_name);
-    if (fp)
-      fclose (fp);
-    log_error ("%s (%s): no disk \"%s\"; the VM's disks are (key, file): %s", src->vm.moref,
-               src->vm.name, which, buf ? buf : "?");
-    free (buf);
-    return -1;
-  }
-  for (size_t j = 0; j < disks->len; j++)
-    if ((int)j != i)
-      provider_disk_free (&disks->ptr[j]);
-  disks->ptr[0] = disks->ptr[i];
-  disks->len = 1;
-  return 0;
-}
-
 /* The provider-neutral view of the VM. */
 static int
 fill_base_vm (struct vs_source *src)
@@ -471,7 +442,8 @@ vsphere_open (const struct source_config *config)
       goto err;
     }
   }
-  if (config->disk && select_disk (src, config->disk) == -1)
+  if (fill_base_vm (src) == -1 ||
+      (config->disk && source_keep_disk (&src->base, config->disk) == -1))
     goto err;
 
   src->state = calloc (disks->len, sizeof *src->state);
@@ -483,7 +455,7 @@ vsphere_open (const struct source_config *config)
     if (src->state[i].flat_path == NULL || probe_disk (src, i) == -1)
       goto err;
   }
-  if (fill_base_vm (src) == -1 || stopped (src, "open"))
+  if (stopped (src, "open"))
     goto err;
   return &src->base;
 
