@@ -198,6 +198,37 @@ extent_first_after (const extent_vector *map, uint64_t offset)
   return lo;
 }
 
+int
+source_read_mapped (const extent_vector *map, void *buf, size_t count, uint64_t offset,
+                    int (*read) (void *arg, void *buf, size_t count, uint64_t offset),
+                    void *arg, uint64_t *zero_bytes)
+{
+  uint64_t end = offset + count, pos = offset;
+  char *out = buf;
+
+  if (map == NULL)
+    return read (arg, buf, count, offset);
+  for (size_t e = extent_first_after (map, offset); pos < end; e++) {
+    uint64_t dstart = e < map->len ? map->ptr[e].offset : end;
+    if (dstart > end)
+      dstart = end;
+    if (dstart > pos) {
+      memset (out + (pos - offset), 0, dstart - pos);
+      __atomic_add_fetch (zero_bytes, dstart - pos, __ATOMIC_RELAXED);
+      pos = dstart;
+    }
+    if (e >= map->len || pos >= end)
+      break;
+    uint64_t dend = map->ptr[e].offset + map->ptr[e].length;
+    if (dend > end)
+      dend = end;
+    if (read (arg, out + (pos - offset), dend - pos, pos) == -1)
+      return -1;
+    pos = dend;
+  }
+  return 0;
+}
+
 uint64_t
 source_data_bytes (struct source *src, size_t i, uint64_t offset, uint64_t count)
 {

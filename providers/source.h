@@ -156,6 +156,12 @@ void source_stats (struct source *src, char *buf, size_t len);
  */
 int source_keep_disk (struct source *src, const char *which);
 void source_vm_free (struct source_vm *vm);
+/* Read [offset, offset+count) of a disk whose allocated areas are MAP (NULL: unknown, all
+ * data): data through READ (ARG, ...), the rest set to zeros and added to *ZERO_BYTES.
+ */
+int source_read_mapped (const extent_vector *map, void *buf, size_t count, uint64_t offset,
+                        int (*read) (void *arg, void *buf, size_t count, uint64_t offset),
+                        void *arg, uint64_t *zero_bytes);
 /* First extent of MAP that ends after OFFSET (binary search). */
 size_t extent_first_after (const extent_vector *map, uint64_t offset);
 

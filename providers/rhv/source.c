@@ -657,13 +657,25 @@ rhv_changed (struct source *base, size_t i, const char *since, extent_vector *ar
   return 0;
 }
 
+/* Reads of one disk's transfer, for source_read_mapped. */
+struct disk_read {
+  struct rhv_source *src;
+  size_t disk;
+};
+
+static int
+read_disk (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  const struct disk_read *r = opaque;
+  return get_range (r->src, r->disk, buf, count, offset);
+}
+
 static int
 rhv_pread (struct source *base, size_t i, void *buf, size_t count, uint64_t offset)
 {
   struct rhv_source *src = (struct rhv_source *)base;
   const extent_vector *map;
-  uint64_t end = offset + count, pos = offset;
-  char *out = buf;
+  struct disk_read r = { src, i };
 
   if (src->metadata_only) {
     log_error (
@@ -674,28 +686,7 @@ rhv_pread (struct source *base, size_t i, void *buf, size_t count, uint64_t offs
   ensure_keeper (src);
   if (rhv_allocated (base, i, &map) == -1)
     return -1;
-  if (map == NULL)
-    return get_range (src, i, buf, count, offset);
-  /* Fetch the data areas; the rest reads as zeros. */
-  for (size_t e = extent_first_after (map, offset); pos < end; e++) {
-    uint64_t dstart = e < map->len ? map->ptr[e].offset : end;
-    if (dstart > end)
-      dstart = end;
-    if (dstart > pos) {
-      memset (out + (pos - offset), 0, dstart - pos);
-      __atomic_add_fetch (&src->zero_bytes, dstart - pos, __ATOMIC_RELAXED);
-      pos = dstart;
-    }
-    if (e >= map->len || pos >= end)
-      break;
-    uint64_t dend = map->ptr[e].offset + map->ptr[e].length;
-    if (dend > end)
-      dend = end;
-    if (get_range (src, i, out + (pos - offset), dend - pos, pos) == -1)
-      return -1;
-    pos = dend;
-  }
-  return 0;
+  return source_read_mapped (map, buf, count, offset, read_disk, &r, &src->zero_bytes);
 }
 
 /* Wait until the VM is down, polling, for at most TIMEOUT seconds.  1 = down. */

@@ -590,14 +590,25 @@ vsphere_changed (struct source *base, size_t i, const char *change_id, extent_ve
   return 1;
 }
 
+/* Reads of one disk's flat file, for source_read_mapped. */
+struct flat_read {
+  struct vs_source *src;
+  const char *path;
+};
+
+static int
+read_flat (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  const struct flat_read *f = opaque;
+  return vs_read (f->src->session, f->path, buf, count, offset);
+}
+
 static int
 vsphere_pread (struct source *base, size_t i, void *buf, size_t count, uint64_t offset)
 {
   struct vs_source *src = (struct vs_source *)base;
-  const char *path;
   const extent_vector *map;
-  uint64_t end = offset + count, pos = offset;
-  char *out = buf;
+  struct flat_read f = { src, NULL };
 
   if (src->metadata_only) {
     log_error ("%s: reads need a point in time (the source was opened for metadata only)",
@@ -606,32 +617,10 @@ vsphere_pread (struct source *base, size_t i, void *buf, size_t count, uint64_t 
   }
   if (stopped (src, "read"))
     return -1;
-  path = src->state[i].flat_path;
+  f.path = src->state[i].flat_path;
   if (vsphere_allocated (base, i, &map) == -1)
     return -1;
-  if (map == NULL)
-    return vs_read (src->session, path, buf, count, offset);
-
-  /* Fetch the allocated parts; the rest are known zeros. */
-  for (size_t e = extent_first_after (map, offset); pos < end; e++) {
-    uint64_t dstart = e < map->len ? map->ptr[e].offset : end;
-    if (dstart > end)
-      dstart = end;
-    if (dstart > pos) {
-      memset (out + (pos - offset), 0, dstart - pos);
-      __atomic_add_fetch (&src->zero_bytes, dstart - pos, __ATOMIC_RELAXED);
-      pos = dstart;
-    }
-    if (e >= map->len || pos >= end)
-      break;
-    uint64_t dend = map->ptr[e].offset + map->ptr[e].length;
-    if (dend > end)
-      dend = end;
-    if (vs_read (src->session, path, out + (pos - offset), dend - pos, pos) == -1)
-      return -1;
-    pos = dend;
-  }
-  return 0;
+  return source_read_mapped (map, buf, count, offset, read_flat, &f, &src->zero_bytes);
 }
 
 /* Wait until the VM is off, polling, for at most TIMEOUT seconds.  1 = off, 0 = not yet. */
