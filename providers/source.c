@@ -35,8 +35,12 @@ source_config_check (const struct source_config *c)
                c->provider ? c->provider : "(missing)");
     return -1;
   }
+  if (c->session && ops == &rhv_source_ops) {
+    log_error ("a session cookie is supported with provider=vsphere only");
+    return -1;
+  }
   if ((ops == &rhv_source_ops ? c->url == NULL : c->server == NULL || *c->server == '\0') ||
-      c->user == NULL || c->password == NULL) {
+      (c->session == NULL && (c->user == NULL || c->password == NULL))) {
     log_error ("%s, user= and password= are required (password=+FILE reads it from a "
                "file, password=- asks for it)",
                ops == &rhv_source_ops ? "url=" : "server=");

@@ -27,6 +27,11 @@ struct source_config {
   const char *url;      /* rhv: https://ENGINE/ovirt-engine/api */
   const char *user;
   const char *password;
+  /* vsphere: a logged-in session to use instead of logging in (the vmware_soap_session
+   * cookie); never logged out here.  USER and PASSWORD, when given, log in again if it
+   * expires; without them they may be NULL.
+   */
+  const char *session;
   const char *vm; /* moref or name */
   const char *vm_uuid;
   const char *disk;     /* key, index, "[ds] path.vmdk" or export name; NULL = all */

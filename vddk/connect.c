@@ -7,8 +7,9 @@
  * library before it forks and call InitEx after (its .after_fork).
  *
  * ConnectEx logs in to the server at once (so a wrong password, host or thumbprint fails
- * here, with the server's words) and finds the VM named by vmxSpec; each Open then opens
- * a provider source of its own for the reads.
+ * here, with the server's words), or checks the session cookie the caller gave, and finds
+ * the VM named by vmxSpec; each Open then opens a provider source of its own for the
+ * reads, in that same vCenter session (one login per connection, none with a cookie).
  *
  * THREAD MODEL: InitEx and Exit from one thread with nothing else running (VMware's rule
  * too); ConnectEx/Disconnect from any thread (nbdkit serialises them with Open/Close).
@@ -210,7 +211,7 @@ VixDiskLib_ConnectEx (const VixDiskLibConnectParams *params, char read_only,
                       VixDiskLibConnection *connection)
 {
   struct vddk_conn *c;
-  const char *user, *password;
+  const char *user, *password, *cookie = NULL;
   char tp[128];
   VixError err;
 
@@ -233,30 +234,27 @@ VixDiskLib_ConnectEx (const VixDiskLibConnectParams *params, char read_only,
     case VIXDISKLIB_CRED_UID:
       user = params->creds.uid.userName;
       password = params->creds.uid.password;
+      if (user == NULL || password == NULL)
+        return vddk_fail (VIX_E_AUTHENTICATION_FAIL,
+                          "ConnectEx %s: no user name or password", params->serverName);
       break;
     case VIXDISKLIB_CRED_SESSIONID:
-      /* XXX ferry's source logs in with user and password: the cookie is not reused, so
-       * the key (nbdkit passes password= there) is required.
+      /* The caller's session is used as it is, never logged out; the user name and key
+       * (nbdkit passes password= there), when given, log in again if it expires.
        */
+      cookie = params->creds.sessionId.cookie;
       user = params->creds.sessionId.userName;
       password = params->creds.sessionId.key;
-      if (password == NULL)
-        return vddk_fail (VIX_E_NOT_SUPPORTED,
-                          "ConnectEx %s: a session cookie without a password is not "
-                          "supported; give user= and password=",
+      if (cookie == NULL || *cookie == '\0')
+        return vddk_fail (VIX_E_AUTHENTICATION_FAIL, "ConnectEx %s: no session cookie",
                           params->serverName);
-      vddk_debug ("ConnectEx %s: logging in as %s instead of reusing the session cookie",
-                  params->serverName, user ? user : "");
       break;
     default:
       return vddk_fail (VIX_E_NOT_SUPPORTED,
                         "ConnectEx %s: credential type %d is not supported; give user and "
-                        "password",
+                        "password, or a session cookie",
                         params->serverName, (int)params->credType);
   }
-  if (user == NULL || password == NULL)
-    return vddk_fail (VIX_E_AUTHENTICATION_FAIL, "ConnectEx %s: no user name or password",
-                      params->serverName);
   if (params->thumbPrint && *params->thumbPrint &&
       http_normalise_thumbprint (params->thumbPrint, tp, sizeof tp) == -1)
     return vddk_fail (VIX_E_INVALID_ARG,
@@ -277,11 +275,11 @@ VixDiskLib_ConnectEx (const VixDiskLibConnectParams *params, char read_only,
     goto err;
   }
   c->server = server_with_port (params->serverName, params->port);
-  c->user = strdup (user);
-  c->password = strdup (password);
+  c->user = user ? strdup (user) : NULL;
+  c->password = password ? strdup (password) : NULL;
   c->snapshot = snapshot_ref && *snapshot_ref ? strdup (snapshot_ref) : NULL;
   c->thumbprint = params->thumbPrint && *params->thumbPrint ? strdup (tp) : NULL;
-  if (!c->server || !c->user || !c->password ||
+  if (!c->server || (user && !c->user) || (password && !c->password) ||
       (snapshot_ref && *snapshot_ref && !c->snapshot) ||
       (params->thumbPrint && *params->thumbPrint && !c->thumbprint)) {
     err = vddk_fail (VIX_E_OUT_OF_MEMORY, "ConnectEx: out of memory");
@@ -292,6 +290,7 @@ VixDiskLib_ConnectEx (const VixDiskLibConnectParams *params, char read_only,
     .server = c->server,
     .user = c->user,
     .password = c->password,
+    .cookie = cookie,
     .thumbprint = c->thumbprint,
     .cacert = c->thumbprint ? NULL : vddk_settings.cacert,
     .sslverify = c->thumbprint ? true : vddk_settings.sslverify,
@@ -299,9 +298,11 @@ VixDiskLib_ConnectEx (const VixDiskLibConnectParams *params, char read_only,
   };
   c->session = vs_open (&vc);
   if (c->session == NULL) {
-    err = vddk_fail (vddk_pending_has ("InvalidLogin") ? VIX_E_AUTHENTICATION_FAIL
-                                                       : VIX_E_CANNOT_CONNECT_TO_HOST,
-                     "ConnectEx %s", c->server);
+    err =
+        vddk_fail (vddk_pending_has ("InvalidLogin") || vddk_pending_has ("session cookie")
+                       ? VIX_E_AUTHENTICATION_FAIL
+                       : VIX_E_CANNOT_CONNECT_TO_HOST,
+                   "ConnectEx %s", c->server);
     goto err;
   }
   if (vs_find_vm (c->session, c->moref, false, NULL, &c->vm) == -1) {

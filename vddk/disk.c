@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ferry: VixDiskLib disks — Open/Close, GetInfo, the transport mode.
  *
- * Open("[ds] dir/name.vmdk") opens a provider source for the connection's VM at its
- * point in time (the snapshot given to ConnectEx, else the VM must be off), finds the disk
- * by its file name, and reads the disk's descriptor to make sure ferry's raw read of
- * name-flat.vmdk is the disk's content; anything else is refused here, never served.
+ * Open("[ds] dir/name.vmdk") opens a provider source, in the connection's vCenter
+ * session, for the connection's VM at its point in time (the snapshot given to ConnectEx,
+ * else the VM must be off), finds the disk by its file name, and reads the disk's
+ * descriptor to make sure ferry's raw read of name-flat.vmdk is the disk's content;
+ * anything else is refused here, never served.
  *
  * THREAD MODEL: Open and Close from any thread, one at a time (nbdkit holds a global lock
  * around them, as VMware requires); GetInfo and GetTransportMode from the handle's user.
@@ -80,6 +81,15 @@ check_descriptor (struct vddk_handle *h, const struct provider_disk *disk)
 }
 
 static void
+free_secret (char **s)
+{
+  if (*s) {
+    explicit_bzero (*s, strlen (*s));
+    free (*s);
+  }
+}
+
+static void
 handle_free (struct vddk_handle *h)
 {
   source_close (h->src);
@@ -97,17 +107,23 @@ VixDiskLib_Open (const VixDiskLibConnection connection, const char *path, uint32
   struct vddk_conn *c = connection;
   struct vddk_handle *h;
   CLEANUP_FREE char *names = NULL;
+  __attribute__ ((cleanup (free_secret))) char *session = NULL;
   VixError err;
   int i;
 
   vddk_clear_pending ();
   if (c == NULL || path == NULL || handle == NULL)
     return vddk_fail (VIX_E_INVALID_ARG, "Open: no connection, path or handle");
+  /* The connection's session (ferry's login or the caller's cookie), not a new login. */
+  session = vs_session_cookie (c->session);
+  if (session == NULL)
+    return vddk_fail (VIX_E_OUT_OF_MEMORY, "Open %s: out of memory", path);
   struct source_config sc = {
     .provider = "vsphere",
     .server = c->server,
     .user = c->user,
     .password = c->password,
+    .session = session,
     .vm = c->moref,
     .snapshot = c->snapshot,
     .thumbprint = c->thumbprint,

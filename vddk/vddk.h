@@ -35,7 +35,7 @@ struct vddk_conn {
   char *snapshot; /* snapshot_ref, or NULL */
   char *thumbprint;
   bool read_only;
-  struct vs_session *session; /* for the disk descriptors */
+  struct vs_session *session; /* the one login; its cookie serves every Open */
   struct vs_vm vm;            /* its dc_path locates the descriptors */
 };
 

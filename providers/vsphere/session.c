@@ -102,10 +102,81 @@ vs_relogin (struct vs_session *s, unsigned generation)
 
   if (http_pool_generation (s->pool) != generation)
     return 0; /* another thread has already logged in again */
+  if (s->user == NULL || s->password == NULL) {
+    log_error ("%s: the session cookie given is not (or no longer) a logged-in session "
+               "(NotAuthenticated), and there is no user name and password to log in "
+               "again",
+               s->server);
+    return -1;
+  }
   __atomic_add_fetch (&s->relogins, 1, __ATOMIC_RELAXED);
   if (ferry_debug_soap)
     log_debug ("soap: %s: session expired, logging in again", s->server);
   return vs_login (s);
+}
+
+static void
+free_secret (char *s)
+{
+  if (s) {
+    explicit_bzero (s, strlen (s));
+    free (s);
+  }
+}
+
+void
+vs_set_cookie (struct vs_session *s, const char *cookie)
+{
+  free_secret (s->cookie);
+  s->cookie = cookie ? strdup (cookie) : NULL;
+}
+
+char *
+vs_session_cookie (struct vs_session *s)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&s->login_lock);
+  return s->cookie ? strdup (s->cookie) : NULL;
+}
+
+/* Reuse the caller's session: send its cookie and check that it is logged in (the
+ * SessionManager's currentSession is set only for a live session).  The password is not
+ * known yet, so a cookie that is not valid fails here rather than being replaced by a
+ * login of our own.
+ */
+static int
+use_cookie (struct vs_session *s, const char *cookie)
+{
+  static const char *const paths[] = { "currentSession", NULL };
+  const char *name = "vmware_soap_session=";
+  CLEANUP_FREE char *full = NULL;
+  xmlDoc *doc = NULL;
+  xmlNode *obj;
+  bool live;
+
+  if (strncmp (cookie, name, strlen (name)) == 0)
+    full = strdup (cookie);
+  else if (asprintf (&full, "%s%s", name, cookie) == -1)
+    full = NULL;
+  if (full == NULL) {
+    log_error ("%s: out of memory", s->server);
+    return -1;
+  }
+  http_pool_set_cookie (s->pool, full);
+  vs_set_cookie (s, full);
+  explicit_bzero (full, strlen (full));
+  s->logged_in = s->borrowed = true;
+  if (s->cookie == NULL ||
+      vs_retrieve (s, "SessionManager", s->session_manager, paths, &doc, &obj, NULL) == -1)
+    return -1;
+  live = vs_prop (obj, "currentSession") != NULL;
+  xmlFreeDoc (doc);
+  if (!live) {
+    log_error ("%s: the session cookie given is not a logged-in session (no "
+               "currentSession)",
+               s->server);
+    return -1;
+  }
+  return 0;
 }
 
 /* FERRY_HTTP_BACKOFF_MS: the first retry delay when the caller did not choose one, so that
@@ -141,9 +212,8 @@ vs_open (const struct vs_config *config)
   }
   pthread_mutex_init (&s->login_lock, NULL);
   s->server = strdup (config->server);
-  s->user = strdup (config->user);
-  s->password = strdup (config->password);
-  if (!s->server || !s->user || !s->password ||
+  s->user = config->user ? strdup (config->user) : NULL;
+  if (!s->server || (config->user && !s->user) ||
       asprintf (&base, "https://%s", config->server) == -1) {
     log_error ("%s: out of memory", config->server);
     goto err;
@@ -168,7 +238,15 @@ vs_open (const struct vs_config *config)
   s->pool = http_pool_new (&hc);
   if (s->pool == NULL)
     goto err;
-  if (read_service_content (s) == -1 || vs_login (s) == -1)
+  if (read_service_content (s) == -1 ||
+      (config->cookie && use_cookie (s, config->cookie) == -1))
+    goto err;
+  /* Known only now, so that a cookie that is not valid is never replaced by a login. */
+  if (config->password && (s->password = strdup (config->password)) == NULL) {
+    log_error ("%s: out of memory", config->server);
+    goto err;
+  }
+  if (!config->cookie && vs_login (s) == -1)
     goto err;
   return s;
 
@@ -182,7 +260,7 @@ vs_close (struct vs_session *s)
 {
   if (s == NULL)
     return;
-  if (s->pool && s->logged_in) {
+  if (s->pool && s->logged_in && !s->borrowed) {
     xmlDoc *doc = NULL;
     xmlNode *ret;
     struct vs_fault fault = { 0 };
@@ -193,10 +271,8 @@ vs_close (struct vs_session *s)
     vs_fault_reset (&fault);
   }
   http_pool_free (s->pool);
-  if (s->password) {
-    explicit_bzero (s->password, strlen (s->password));
-    free (s->password);
-  }
+  free_secret (s->password);
+  free_secret (s->cookie);
   free (s->server);
   free (s->user);
   free (s->session_manager);

@@ -243,7 +243,9 @@ soap_call_once (struct vs_session *s, const char *ctx, const char *method,
   /* The session cookie comes with the answer to Login. */
   if (r == 0 && resp.set_cookie && secret) {
     http_pool_set_cookie (s->pool, resp.set_cookie);
+    vs_set_cookie (s, resp.set_cookie);
     s->logged_in = true;
+    s->borrowed = false;
   }
   if (ferry_debug_soap)
     log_debug ("soap: %s %s: HTTP %ld %s%s in %.3fs", ctx, method, resp.status,

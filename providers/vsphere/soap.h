@@ -31,6 +31,8 @@ struct vs_session {
   char *api_type; /* HostAgent (ESXi) or VirtualCenter */
   pthread_mutex_t login_lock;
   bool logged_in;      /* Login answered with a session cookie */
+  bool borrowed;       /* the session is the caller's (vs_config.cookie): no Logout */
+  char *cookie;        /* the cookie sent, "name=value" (a secret); under login_lock */
   uint64_t soap_calls; /* updated atomically */
   uint64_t relogins;
   uint64_t disk_reads; /* /folder range reads and their bytes */
@@ -57,6 +59,8 @@ int soap_parse (const char *body, size_t len, long status, xmlDoc **doc, xmlNode
 
 int vs_login (struct vs_session *s);
 int vs_relogin (struct vs_session *s, unsigned generation);
+/* Remember COOKIE ("name=value") as the session's (vs_session_cookie). */
+void vs_set_cookie (struct vs_session *s, const char *cookie);
 
 /* RetrievePropertiesEx of PATHS on one object; *OBJ is its ObjectContent. */
 int vs_retrieve (struct vs_session *s, const char *type, const char *ref,

@@ -395,6 +395,7 @@ vsphere_open (const struct source_config *config)
     .server = config->server,
     .user = config->user,
     .password = config->password,
+    .cookie = config->session,
     .cacert = config->cacert,
     .thumbprint = config->thumbprint,
     .sslverify = config->sslverify,

@@ -24,6 +24,11 @@ struct vs_config {
   const char *server; /* HOST[:PORT] */
   const char *user;
   const char *password; /* copied; wiped at close */
+  /* A logged-in session to reuse instead of logging in: the vmware_soap_session cookie,
+   * as "vmware_soap_session=VALUE" or VALUE alone.  It is checked at open and never logged
+   * out (it is the caller's); USER and PASSWORD, when given, log in again if it expires.
+   */
+  const char *cookie;
   const char *cacert;
   const char *thumbprint;
   bool sslverify;
@@ -80,8 +85,14 @@ struct vs_fault {
 };
 void vs_fault_reset (struct vs_fault *fault);
 
-/* Session: RetrieveServiceContent + Login; Logout at close. */
+/* Session: RetrieveServiceContent + Login (or the cookie); Logout at close (unless the
+ * session is the caller's cookie).
+ */
 struct vs_session *vs_open (const struct vs_config *config);
+/* The session's current cookie, for vs_config.cookie of another session on the same
+ * server (one login shared); malloc'd, a secret; NULL when out of memory.
+ */
+char *vs_session_cookie (struct vs_session *s);
 void vs_close (struct vs_session *s);
 void vs_stats (struct vs_session *s, char *buf, size_t len);
 

@@ -56,3 +56,28 @@ start_vddkfwd ()
   # shellcheck disable=SC2034 # used by the tests
   NBDKIT_PID=$(cat "$pidfile")
 }
+
+# vsphere_login: log in to the double as a client of its own would (CDI, virt-v2v's
+# caller), printing the vmware_soap_session cookie's value.
+vsphere_login ()
+{
+  local body
+  body='<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:vim25"><soapenv:Body><urn:Login><urn:_this type="SessionManager">SessionManager</urn:_this><urn:userName>'"${FERRY_USER:-user}"'</urn:userName><urn:password>'"${PASSWORD:-pass}"'</urn:password></urn:Login></soapenv:Body></soapenv:Envelope>'
+  curl -sS --cacert "$CACERT" -o /dev/null -D - -H 'Content-Type: text/xml' \
+    -H 'SOAPAction: "urn:vim25/6.5"' --data-binary "$body" "https://$SERVER/sdk" |
+    sed -n -E 's/^[Ss]et-[Cc]ookie: vmware_soap_session=([^;]*).*/\1/p' | tr -d '\r'
+}
+
+# expect_refused CODE TEXT: vddk-driver open fails with VIX code CODE and TEXT in its
+# error text.
+expect_refused ()
+{
+  if "$vddk_driver" "$vddk_libdir" open >"$tmpdir/open.out" 2>"$tmpdir/open.err"; then
+    fail "opened although it should be refused ($2)"
+  fi
+  grep -F "(error $1:" "$tmpdir/open.err" >/dev/null ||
+    fail "expected VIX error $1: $(cat "$tmpdir/open.err")"
+  grep -F -- "$2" "$tmpdir/open.err" >/dev/null ||
+    fail "expected \"$2\" in: $(cat "$tmpdir/open.err")"
+  grep -F "vddk-driver: VixDiskLib_" "$tmpdir/open.err" # for the log
+}

@@ -6,7 +6,10 @@
  *
  *   nbdkit tests/vddk/nbdkit-vddkfwd-plugin.so libdir=DIR server=HOST user=NAME
  *     password=+FILE thumbprint=FP vm=moref=vm-NN file="[ds] dir/name.vmdk"
- *     [snapshot=MOREF] [config=FILE]
+ *     [snapshot=MOREF] [config=FILE] [cookie=COOKIE]
+ *
+ * With cookie= the connection is made as nbdkit's vddk plugin makes it: credType
+ * SESSIONID with the cookie, the user name and the password (if any) as the key.
  *
  * Call order as in nbdkit's vddk plugin: dlopen (RTLD_NOW) in .get_ready, before the fork;
  * InitEx(6, 5) in .after_fork; per connection AllocateConnectParams, ConnectEx and Open
@@ -31,6 +34,7 @@
 #include "vddk/vixdisklib.h"
 
 static const char *libdir, *server, *user, *thumbprint, *vm, *file, *snapshot, *config;
+static const char *cookie;
 static char *password;
 static void *dl;
 static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -119,6 +123,8 @@ fwd_config (const char *key, const char *value)
     snapshot = value;
   else if (strcmp (key, "config") == 0)
     config = value;
+  else if (strcmp (key, "cookie") == 0)
+    cookie = value;
   else {
     nbdkit_error ("unknown parameter %s", key);
     return -1;
@@ -129,8 +135,8 @@ fwd_config (const char *key, const char *value)
 static int
 fwd_config_complete (void)
 {
-  if (!libdir || !server || !user || !password || !vm || !file) {
-    nbdkit_error ("libdir, server, user, password, vm and file are required");
+  if (!libdir || !server || !user || (!password && !cookie) || !vm || !file) {
+    nbdkit_error ("libdir, server, user, password (or cookie), vm and file are required");
     return -1;
   }
   return 0;
@@ -230,9 +236,16 @@ fwd_open (int readonly)
   h->params->vmxSpec = (char *)vm;
   h->params->serverName = (char *)server;
   h->params->thumbPrint = (char *)thumbprint;
-  h->params->credType = VIXDISKLIB_CRED_UID;
-  h->params->creds.uid.userName = (char *)user;
-  h->params->creds.uid.password = password;
+  if (cookie) {
+    h->params->credType = VIXDISKLIB_CRED_SESSIONID;
+    h->params->creds.sessionId.cookie = (char *)cookie;
+    h->params->creds.sessionId.userName = (char *)user;
+    h->params->creds.sessionId.key = password;
+  } else {
+    h->params->credType = VIXDISKLIB_CRED_UID;
+    h->params->creds.uid.userName = (char *)user;
+    h->params->creds.uid.password = password;
+  }
   pthread_mutex_lock (&open_lock);
   err = connect_ex (h->params, readonly, snapshot, "file:nbdssl:nbd", &h->conn);
   if (err != VIX_OK) {
