@@ -17,6 +17,7 @@
 
 #include "common/cleanup.h"
 #include "common/http.h"
+#include "nbdkit-plugin/readahead.h"
 #include "providers/vsphere/soap.h"
 #include "vddk.h"
 
@@ -89,9 +90,30 @@ free_secret (char **s)
   }
 }
 
+/* The handle's reads, for read-ahead. */
+static int
+read_source (void *opaque, void *buf, uint32_t count, uint64_t offset)
+{
+  struct vddk_handle *h = opaque;
+  return source_pread (h->src, h->disk, buf, count, offset);
+}
+
+static uint64_t
+data_bytes (void *opaque, uint64_t offset, uint64_t count)
+{
+  struct vddk_handle *h = opaque;
+  return source_data_bytes (h->src, h->disk, offset, count);
+}
+
+static const struct readahead_source readahead_source = {
+  .read = read_source,
+  .data_bytes = data_bytes,
+};
+
 static void
 handle_free (struct vddk_handle *h)
 {
+  readahead_free (h->ra);
   source_close (h->src);
   pthread_mutex_destroy (&h->lock);
   pthread_cond_destroy (&h->idle);
@@ -167,6 +189,14 @@ VixDiskLib_Open (const VixDiskLibConnection connection, const char *path, uint32
   err = check_descriptor (h, source_disk (h->src, i));
   if (err != VIX_OK)
     goto err;
+  /* Read-ahead is correct only because the bytes cannot change while the handle is open:
+   * the source serves a snapshot's frozen base or a VM that is off.
+   */
+  h->ra = readahead_new (&readahead_source, h, h->capacity);
+  if (h->ra == NULL) {
+    err = vddk_fail (VIX_E_OUT_OF_MEMORY, "Open %s: out of memory", path);
+    goto err;
+  }
   if (h->uuid == NULL && source_disk (h->src, i)->uuid &&
       (h->uuid = strdup (source_disk (h->src, i)->uuid)) == NULL) {
     err = vddk_fail (VIX_E_OUT_OF_MEMORY, "Open %s: out of memory", path);
@@ -193,8 +223,12 @@ VixDiskLib_Close (VixDiskLibHandle handle)
   VixDiskLib_Wait (h);
   {
     char buf[512];
+    uint64_t chunks, hits, direct;
     source_stats (h->src, buf, sizeof buf);
-    vddk_debug ("Close %s: %s", h->path, buf);
+    readahead_stats (h->ra, &chunks, &hits, &direct);
+    vddk_debug ("Close %s: %s; read-ahead: %" PRIu64 " chunks fetched, %" PRIu64
+                " pieces served from them, %" PRIu64 " read directly",
+                h->path, buf, chunks, hits, direct);
   }
   handle_free (h);
   return VIX_OK;

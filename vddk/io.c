@@ -5,6 +5,9 @@
  * ReadAsync splits a request into pieces of at most PIECE bytes (CDI asks for up to
  * 23 MiB at once) and queues them; a pool of worker threads, started at the first
  * ReadAsync (so after nbdkit's fork, never at load or InitEx), reads them through the
+ * handle's read-ahead (the plugin's, nbdkit-plugin/readahead.c: a piece that continues an
+ * earlier one fetches the rest of its 1 MiB chunk in one range read, which serves the
+ * pieces after it, so nbdcopy's 256 KiB requests do not each cost a GET) over the
  * handle's source, whose HTTP pool keeps ferry.connections keep-alive range reads in
  * flight.  When the last piece of a request is done its callback runs, exactly once, on a
  * worker thread, with VIX_OK or the first piece's error; only after the callback has
@@ -22,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nbdkit-plugin/readahead.h"
 #include "vddk.h"
 
 #define PIECE (1024 * 1024)
@@ -89,7 +93,7 @@ worker (void *arg)
 
     req = p->req;
     vddk_clear_pending ();
-    if (source_pread (req->h->src, req->h->disk, p->buf, p->len, p->offset) == -1)
+    if (readahead_pread (req->h->ra, p->buf, p->len, p->offset) == -1)
       err = vddk_fail (VIX_E_FAIL, "ReadAsync %s: %zu bytes at offset %" PRIu64,
                        req->h->path, p->len, p->offset);
 

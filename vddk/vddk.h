@@ -43,10 +43,11 @@ struct vddk_handle {
   struct vddk_conn *conn;
   struct source *src;
   size_t disk;
-  char *path;        /* "[ds] dir/name.vmdk" as opened */
-  uint64_t capacity; /* bytes */
-  char *uuid;        /* ddb.uuid from the descriptor, or the backing's */
-  int adapter;       /* enum VixDiskLibAdapterType */
+  struct readahead *ra; /* coalesces sequential ReadAsync into 1 MiB range reads */
+  char *path;           /* "[ds] dir/name.vmdk" as opened */
+  uint64_t capacity;    /* bytes */
+  char *uuid;           /* ddb.uuid from the descriptor, or the backing's */
+  int adapter;          /* enum VixDiskLibAdapterType */
   pthread_mutex_t lock;
   pthread_cond_t idle;
   unsigned outstanding; /* ReadAsync requests whose callback has not returned */

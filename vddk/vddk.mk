@@ -23,12 +23,15 @@ vddk/%.o: vddk/%.c
 	@$(if $(Q),echo "  CC      $@")
 	$(Q)$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fvisibility=hidden -c -o $@ $<
 
-$(VDDK_LIB): $(VDDK_OBJS) $(PROVIDERS_LIB) $(COMMON_LIB) vddk/vddk.map vddk/vddk.mk
+# The plugin's read-ahead serves the library's reads too (one implementation).
+VDDK_SHARED  := nbdkit-plugin/readahead.o
+
+$(VDDK_LIB): $(VDDK_OBJS) $(VDDK_SHARED) $(PROVIDERS_LIB) $(COMMON_LIB) vddk/vddk.map vddk/vddk.mk
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) -shared $(LDFLAGS) -Wl,-soname,libvixDiskLib.so.8 \
 	  -Wl,--version-script=vddk/vddk.map -Wl,-Bsymbolic -Wl,--exclude-libs,ALL \
-	  -Wl,-z,defs -Wl,-z,now -o $@ $(VDDK_OBJS) $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS)
+	  -Wl,-z,defs -Wl,-z,now -o $@ $(VDDK_OBJS) $(VDDK_SHARED) $(PROVIDERS_LIB) $(COMMON_LIB) $(LIBS)
 
 $(VDDK_LINK): $(VDDK_LIB)
 	$(Q)ln -sf libvixDiskLib.so.8 $@

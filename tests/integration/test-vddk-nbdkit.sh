@@ -16,7 +16,7 @@ requires_vddk
 start_double
 
 size1=$((131075 * 512))
-make_sparse_disk "$tmpdir/disk0" 1G 0:2 9:1 4000:33 16383:1
+make_sparse_disk "$tmpdir/disk0" 1G 0:2 9:1 4000:33 8000:256 16383:1
 make_sparse_disk "$tmpdir/disk1" "$size1" 3:1
 printf 'last sector' | dd of="$tmpdir/disk1" bs=512 seek=131074 conv=notrunc status=none
 create_vm "vddk two" "disks=1G,$size1&power=on&cbt=1" >"$tmpdir/vm.json"
@@ -41,12 +41,22 @@ qemu-img compare -f raw -F raw "$(nbd_uri)" "$tmpdir/view0"
 expected_map "$tmpdir/disk0" $((1 << 30)) >"$tmpdir/expected0"
 data_map "$(nbd_uri)" >"$tmpdir/map0"
 diff -u "$tmpdir/expected0" "$tmpdir/map0" || fail "nbdinfo --map differs from CBT's chunks"
+# nbdcopy's 256 KiB requests are coalesced into range reads of up to 1 MiB (read-ahead), so
+# the double serves about one GET per MiB of data (plus a few at the start of each area),
+# not one per request (4 per MiB).
+control POST /stats/reset >/dev/null
+nbdcopy --request-size=262144 "$(nbd_uri)" null:
+gets=$(double_stat folder_requests)
+limit=$(awk '{ b += $2; n++ } END { printf "%d", b / 1048576 * 1.5 + 2 * n }' "$tmpdir/expected0")
+echo "nbdcopy: $gets range reads for $(awk '{ b += $2 } END { print b }' "$tmpdir/expected0") bytes of data (at most $limit)"
+[ "$gets" -le "$limit" ] || fail "$gets range reads for nbdcopy's requests: not coalesced (at most $limit)"
 stop_ferry "$NBDKIT_PID"
 
 start_vddkfwd vm="moref=$moref" file="$file1" snapshot="$snap"
 [ "$(nbdinfo --size "$(nbd_uri)")" = "$size1" ]
 nbdcopy "$(nbd_uri)" "$tmpdir/copy1"
 cmp "$tmpdir/copy1" "$tmpdir/view1"
+qemu-img compare -f raw -F raw "$(nbd_uri)" "$tmpdir/view1"
 expected_map "$tmpdir/disk1" "$size1" >"$tmpdir/expected1"
 data_map "$(nbd_uri)" >"$tmpdir/map1"
 diff -u "$tmpdir/expected1" "$tmpdir/map1" || fail "nbdinfo --map differs on the unaligned disk"

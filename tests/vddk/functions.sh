@@ -4,6 +4,10 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2154 # top and tmpdir come from tests/integration/functions.sh
 
+# Under make check-asan, a UBSan finding in the library fails the test instead of only
+# being printed (ASan and LSan fail the process by themselves).
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+
 vddk_libdir=$top/vddk
 vddk_driver=$top/tests/vddk/vddk-driver
 vddk_fwd=$top/tests/vddk/nbdkit-vddkfwd-plugin.so

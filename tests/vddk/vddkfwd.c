@@ -194,8 +194,6 @@ struct handle {
   VixDiskLibConnection conn;
   VixDiskLibHandle h;
   uint64_t sectors;
-  pthread_mutex_t lock;
-  pthread_cond_t cond;
 };
 
 /* nbdkit-vddk queues a connection's requests to one worker thread, which submits ReadAsync
@@ -230,8 +228,6 @@ fwd_open (int readonly)
   VixDiskLibBlockList *bl;
   VixError err;
 
-  pthread_mutex_init (&h->lock, NULL);
-  pthread_cond_init (&h->cond, NULL);
   h->params = alloc_params ();
   h->params->vmxSpec = (char *)vm;
   h->params->serverName = (char *)server;
@@ -291,8 +287,12 @@ fwd_can_extents (void *handle)
   return 1;
 }
 
+/* One request's completion, as nbdkit-vddk keeps one per command: the callback wakes only
+ * the thread that waits for it.
+ */
 struct done {
-  struct handle *h;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
   bool finished;
   VixError err;
 };
@@ -302,18 +302,18 @@ read_done (void *data, VixError result)
 {
   struct done *d = data;
 
-  pthread_mutex_lock (&d->h->lock);
+  pthread_mutex_lock (&d->lock);
   d->finished = true;
   d->err = result;
-  pthread_cond_broadcast (&d->h->cond);
-  pthread_mutex_unlock (&d->h->lock);
+  pthread_cond_signal (&d->cond);
+  pthread_mutex_unlock (&d->lock);
 }
 
 static int
 fwd_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct handle *h = handle;
-  struct done d = { .h = h };
+  struct done d = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
   VixError err;
 
   if (offset % 512 || count % 512) {
@@ -326,10 +326,10 @@ fwd_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t fl
     vix_error ("VixDiskLib_ReadAsync", err);
     return -1;
   }
-  pthread_mutex_lock (&h->lock);
+  pthread_mutex_lock (&d.lock);
   while (!d.finished)
-    pthread_cond_wait (&h->cond, &h->lock);
-  pthread_mutex_unlock (&h->lock);
+    pthread_cond_wait (&d.cond, &d.lock);
+  pthread_mutex_unlock (&d.lock);
   if (d.err != VIX_OK) {
     vix_error ("VixDiskLib_ReadAsync", d.err);
     return -1;
