@@ -7,7 +7,7 @@
 source "$(dirname "$0")/functions.sh"
 source "$top/tests/vddk/functions.sh"
 set -euo pipefail
-requires jq curl python3 nbdkit nbdinfo
+requires jq curl python3 nbdkit nbdcopy
 requires_vddk
 
 start_double
@@ -45,10 +45,13 @@ cmp "$tmpdir/out/disk.raw" "$tmpdir/disk0"
 # The cookie's full form, as a browser or govc shows it, and through nbdkit.
 VDDK_COOKIE="vmware_soap_session=$cookie" VDDK_PASSWORD_FILE='' "$vddk_driver" "$vddk_libdir" open \
   2>"$tmpdir/open.err" || fail "the cookie's full form: $(cat "$tmpdir/open.err")"
-start_vddkfwd vm="$VDDK_VM" file="$VDDK_FILE" cookie="$cookie"
-nbdcopy "$(nbd_uri)" "$tmpdir/copy"
-cmp "$tmpdir/copy" "$tmpdir/disk0"
-stop_ferry "$NBDKIT_PID"
+# (nbdkit cannot load ASan-built code here: under make check-asan the driver's runs stand.)
+if [ -z "${FERRY_ASAN:-}" ]; then
+  start_vddkfwd vm="$VDDK_VM" file="$VDDK_FILE" cookie="$cookie"
+  nbdcopy "$(nbd_uri)" "$tmpdir/copy"
+  cmp "$tmpdir/copy" "$tmpdir/disk0"
+  stop_ferry "$NBDKIT_PID"
+fi
 [ "$(logins)" = "$l0" ] || fail "nbdkit with cookie= logged in"
 [ "$(logouts)" = "$o0" ] || fail "nbdkit with cookie= logged the caller's session out"
 
