@@ -69,7 +69,7 @@ clean-objs: clean-vddk
 check-vddk-tsan:
 	$(MAKE) clean-objs
 	$(MAKE) SAN="-fsanitize=thread" CFLAGS="-O1 -g" $(VDDK_LIB) $(VDDK_LINK) $(VDDK_DRIVER) $(DOUBLE)
-	TSAN_OPTIONS="halt_on_error=1" tests/run-tests.sh -- tests/integration/test-vddk-driver.sh; \
+	TSAN_OPTIONS="halt_on_error=1 die_after_fork=0" tests/run-tests.sh -- tests/integration/test-vddk-driver.sh; \
 	  rc=$$?; $(MAKE) clean-objs; exit $$rc
 .PHONY: check-vddk-tsan
 
