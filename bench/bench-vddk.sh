@@ -18,8 +18,10 @@ source "$(dirname "$0")/../tests/integration/functions.sh"
 # shellcheck source=../tests/vddk/functions.sh
 source "$top/tests/vddk/functions.sh"
 set -euo pipefail
-requires nbdkit nbdcopy curl jq cmp awk
-requires_vddk
+requires nbdkit nbdcopy curl jq cmp awk make
+# make bench builds the library but not the test-only forwarding plugin.
+make -s -C "$top" vddk/lib64/libvixDiskLib.so.8 tests/vddk/nbdkit-vddkfwd-plugin.so >/dev/null ||
+  fail "cannot build the library and the forwarding plugin"
 
 size=${BENCH_SIZE:-1G}
 runs=${BENCH_RUNS:-5}
@@ -87,7 +89,7 @@ rm -f "$tmpdir/copy"
 echo "correctness: the copy through libvixDiskLib is byte-identical to the disk (cmp)"
 
 echo
-printf '%-6s %-40s %7s %7s %7s %9s %8s\n' contender "seconds (every run)" best median MiB/s cpu-nbdkit requests
+printf '%-9s %-40s %7s %7s %7s %9s %8s\n' contender "seconds (every run)" best median MiB/s cpu-nbdkit requests
 for c in ferry vddk; do
   awk -v c="$c" -v size="$size_bytes" '$1 == c { t[n] = $2; cpu += $3; req += $4; all = all " " $2; n++ }
     END { asort(t); med = n % 2 ? t[(n + 1) / 2] : (t[n / 2] + t[n / 2 + 1]) / 2
