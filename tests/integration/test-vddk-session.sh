@@ -55,8 +55,38 @@ fi
 [ "$(logins)" = "$l0" ] || fail "nbdkit with cookie= logged in"
 [ "$(logouts)" = "$o0" ] || fail "nbdkit with cookie= logged the caller's session out"
 
+if [ -z "${FERRY_ASAN:-}" ]; then
+  # The caller's session expires between Open and a read: with the password as the key,
+  # the library logs in again, once, and the read succeeds; without one, the read fails
+  # and says why.
+  expire_and_read () # expects the first 64 KiB of the disk
+  {
+    DISK=$tmpdir/disk0 nbdsh -u "$(nbd_uri)" -c 'import os, urllib.request' \
+      -c 'urllib.request.urlopen (urllib.request.Request (os.environ["CONTROL"] + "/sessions/expire", method="POST"))' \
+      -c 'assert h.pread (65536, 0) == open (os.environ["DISK"], "rb").read (65536)'
+  }
+  cookie=$(vsphere_login)
+  start_vddkfwd vm="$VDDK_VM" file="$VDDK_FILE" cookie="$cookie"
+  l0=$(logins)
+  expire_and_read || fail "the read after the session expired failed: $(tail -3 "$tmpdir/nbdkit.err")"
+  [ "$(logins)" = $((l0 + 1)) ] || fail "logged in $(($(logins) - l0)) times after the session expired, not once"
+  stop_ferry "$NBDKIT_PID"
+  cookie=$(vsphere_login)
+  SOCK=$tmpdir/nopass.sock
+  nbdkit -f -U "$SOCK" --readonly "$vddk_fwd" libdir="$vddk_libdir" server="$SERVER" user="${FERRY_USER:-user}" \
+    thumbprint="$THUMBPRINT_SHA1" vm="$VDDK_VM" file="$VDDK_FILE" cookie="$cookie" 2>"$tmpdir/nopass.err" &
+  pid=$!
+  cleanup_fn "stop_ferry $pid"
+  wait_for test -S "$SOCK"
+  if expire_and_read 2>/dev/null; then fail "read without a session or a password"; fi
+  grep -F "no user name and password to log in again" "$tmpdir/nopass.err" ||
+    fail "no useful error: $(tail -3 "$tmpdir/nopass.err")"
+  stop_ferry "$pid"
+fi
+
 # A cookie that is no (longer a) session: refused as an authentication failure, with or
 # without the password as its key, never replaced by a login of ferry's own.
+l0=$(logins)
 VDDK_COOKIE=not-a-session VDDK_PASSWORD_FILE='' expect_refused 35 "the session cookie given is not a logged-in session"
 VDDK_COOKIE=not-a-session expect_refused 35 "the session cookie given is not a logged-in session"
 [ "$(logins)" = "$l0" ] || fail "a bad cookie was replaced by a login"
