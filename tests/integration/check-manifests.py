@@ -186,7 +186,7 @@ def check_kube(docs, problems):
         vms = json.loads(job["metadata"]["annotations"]["ferry.io/vms"])
         if [vm.get("targetName", vm.get("name", vm.get("id"))) for vm in plan["vms"]] != vms:
             problems.append(f"Job {name}: plan VMs {plan['vms']} != annotation {vms}")
-    for t in targets:
+    for t in targets if by_kind.get("Job") else []:
         if len(mounted.get(t, [])) != 1:
             problems.append(f"target PVC {t} is mounted by {mounted.get(t, [])}")
 

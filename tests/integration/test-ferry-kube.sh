@@ -38,7 +38,8 @@ place_disk a 2000 "$tmpdir/a0"
 place_disk b 2000 "$tmpdir/b0"
 write_plan "$tmpdir/plan.json" '.name = "Wave_1" | .maxInFlightPerHost = 2 |
   .vms = [{name: "a"}, {name: "b"}, {name: "c"}, {name: "d"}]'
-jq --arg pvc "$tmpdir/pvc" '.storageMap += [
+# c's target has the base name of a's first: its claim gets a suffix.
+jq --arg pvc "$tmpdir/pvc" '.vms[2].targets = {"2000": ($pvc + "/elsewhere/a-disk0")} | .storageMap += [
     { source: { name: "ds2" }, destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}"),
       storageClass: "fast", accessMode: "ReadWriteMany", filesystemOverhead: 0.1 } },
     { source: { name: "ds3" }, destination: { volumeMode: "Block", path: "/dev/mapper/{vm}-{index}",
@@ -106,7 +107,7 @@ jq -e '.spec.backoffLimit > 0 and (.spec.podFailurePolicy.rules[0] | .action == 
 jq -e '[.[] | select(.kind == "VirtualMachine")] | map([.metadata.name, .spec.runStrategy,
     .metadata.annotations."ferry.io/run-strategy", [.spec.template.spec.volumes[].persistentVolumeClaim.claimName]]) ==
   [["a", "Halted", "Always", ["a-disk0", "a-disk1"]], ["b", "Halted", "Halted", ["b-disk0"]],
-   ["c", "Halted", "Always", ["c-disk0"]], ["d", "Halted", "Halted", ["d-0"]]]' "$s" >/dev/null ||
+   ["c", "Halted", "Always", ["a-disk0-2"]], ["d", "Halted", "Halted", ["d-0"]]]' "$s" >/dev/null ||
   fail "VirtualMachines: $(jq -c '[.[] | select(.kind == "VirtualMachine") | [.metadata.name, .spec.runStrategy]]' "$s")"
 
 # A misspelt field fails the strict schema check (the checker is not blind).
@@ -143,15 +144,19 @@ cmp "$tmpdir/b0.now" "$tmpdir/pods/b-disk0/disk.img" || fail "b disk 2000 (ds2) 
 [ "$(vm_json a | jq '.snapshots | length')" = 0 ] || fail "a snapshot was left"
 [ "$(find "$tmpdir/pvc" -name disk.img 2>/dev/null | wc -l)" = 0 ] || fail "the shard wrote outside its PVCs"
 
-# podman kube play of the same Job's pod template as a Pod, with its PVCs and plan.
-cf=$top/tests/integration/container-functions.sh
-if [ ! -f "$cf" ]; then
-  echo "$0: SKIP (podman kube play part): tests/integration/container-functions.sh (make container) is not on this branch"
-elif ! why=$(bash -c 'source "$1" && requires_image' requires_image "$cf" 2>&1); then
-  echo "$0: SKIP (podman kube play part): ${why##*SKIP: }"
-else
-  export CONTAINERS_CONF=$top/container/containers.conf
-  /usr/bin/python3 - "$s" "$tmpdir" >"$tmpdir/pod.yaml" <<'PY'
+# Bad storageMap PVC fields: every one named, nothing written.
+jq '.storageMap[1].destination += {volumeMode: "Block", accessMode: "ReadWriteSometimes",
+    filesystemOverhead: 1.5, storageClas: "x"}' "$tmpdir/plan.json" >"$tmpdir/bad.json"
+! "$ferry" kube "$tmpdir/bad.json" >"$tmpdir/bad.out" 2>"$tmpdir/bad.err" || fail "a bad storageMap passes"
+for m in 'volumeMode "Block" contradicts kind "filesystem"' 'accessMode "ReadWriteSometimes"' \
+  'filesystemOverhead must be a fraction' 'unknown key "storageClas"'; do
+  grep -qF "$m" "$tmpdir/bad.err" || fail "no error '$m': $(cat "$tmpdir/bad.err")"
+done
+[ ! -s "$tmpdir/bad.out" ] || fail "ferry kube wrote a stream for a bad plan"
+
+# The Job's pod template as a Pod for podman kube play, with its ConfigMap and PVCs (podman
+# has no fsGroup and no Secret object here: uid/gid annotations, the Secret's directory).
+/usr/bin/python3 - "$s" "$tmpdir" >"$tmpdir/pod.yaml" <<'PY'
 import json, sys, yaml
 docs, tmp = json.load(open(sys.argv[1])), sys.argv[2]
 job = next(d for d in docs if d["kind"] == "Job" and json.loads(d["metadata"]["annotations"]["ferry.io/vms"]) == ["a", "b"])
@@ -175,6 +180,16 @@ out[0]["metadata"].pop("namespace", None)
 out.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["metadata"]["name"], "labels": job["spec"]["template"]["metadata"]["labels"]}, "spec": spec})
 yaml.safe_dump_all(out, sys.stdout)
 PY
+check_stream "$tmpdir/pod.yaml" "$tmpdir/pod.json"
+
+# podman kube play of that Pod runs the shard to completion.
+cf=$top/tests/integration/container-functions.sh
+if [ ! -f "$cf" ]; then
+  echo "$0: SKIP (podman kube play part): tests/integration/container-functions.sh (make container) is not on this branch"
+elif ! why=$(bash -c 'source "$1" && requires_image' requires_image "$cf" 2>&1); then
+  echo "$0: SKIP (podman kube play part): ${why##*SKIP: }"
+else
+  export CONTAINERS_CONF=$top/container/containers.conf
   pod=$(jq -r '.[] | select(.kind == "Job" and (.metadata.annotations."ferry.io/vms" | fromjson) == ["a", "b"]) | .metadata.name' "$s")
   podman volume rm -f "${mounts[@]% *}" >/dev/null 2>&1 || true
   cleanup_fn "podman volume rm -f ${mounts[*]% *} >/dev/null 2>&1"
