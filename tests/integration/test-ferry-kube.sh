@@ -186,8 +186,10 @@ check_stream "$tmpdir/pod.yaml" "$tmpdir/pod.json"
 cf=$top/tests/integration/container-functions.sh
 if [ ! -f "$cf" ]; then
   echo "$0: SKIP (podman kube play part): tests/integration/container-functions.sh (make container) is not on this branch"
-elif ! why=$(bash -c 'source "$1" && requires_image' requires_image "$cf" 2>&1); then
-  echo "$0: SKIP (podman kube play part): ${why##*SKIP: }"
+elif ! why=$(bash -c 'source "$1/functions.sh" && source "$1/container-functions.sh" && requires_image' \
+  requires_image "$top/tests/integration" 2>&1); then
+  why=${why##*SKIP: }
+  echo "$0: SKIP (podman kube play part): ${why%%$'\n'*}"
 else
   export CONTAINERS_CONF=$top/container/containers.conf
   pod=$(jq -r '.[] | select(.kind == "Job" and (.metadata.annotations."ferry.io/vms" | fromjson) == ["a", "b"]) | .metadata.name' "$s")
