@@ -453,7 +453,7 @@ static json_t *
 job (const struct kube *k, size_t s)
 {
   const struct kshard *sh = &k->shards.ptr[s];
-  char name[64], cm[64], state[64], vol[32], mem_req[32], mem_lim[32];
+  char name[64], cm[64], state[64], vol[32], mem_req[32], mem_lim[32], port[16];
   json_t *mounts = json_array (), *devices = json_array (), *volumes = json_array ();
   json_t *vms = json_array ();
   bool converting = !k->plan->skip_guest_conversion;
@@ -496,14 +496,15 @@ job (const struct kube *k, size_t s)
                                         "persistentVolumeClaim", "claimName", d->claim));
     }
   }
+  snprintf (port, sizeof port, "%d", METRICS_PORT);
   snprintf (mem_req, sizeof mem_req, "%uMi", COPY_MEMORY_REQUEST_MIB + extra);
   snprintf (mem_lim, sizeof mem_lim, "%uMi", COPY_MEMORY_LIMIT_MIB + extra);
   json_t *container = json_pack (
       "{s:s, s:s, s:s, s:[{s:s, s:s}], s:[{s:s, s:i, s:s}], s:{s:{s:s, s:s}, s:{s:s}}, "
       "s:o, s:s, s:s, s:o}",
       "name", "ferry", "image", k->opts->image ? k->opts->image : DEFAULT_IMAGE,
-      "imagePullPolicy", "IfNotPresent", "env", "name", "FERRY_METRICS_PORT", "value",
-      "8443", "ports", "name", "metrics", "containerPort", METRICS_PORT, "protocol", "TCP",
+      "imagePullPolicy", "IfNotPresent", "env", "name", "FERRY_METRICS_PORT", "value", port,
+      "ports", "name", "metrics", "containerPort", METRICS_PORT, "protocol", "TCP",
       "resources", "requests", "cpu", CPU_REQUEST, "memory", mem_req, "limits", "memory",
       mem_lim, "securityContext", security_context (), "terminationMessagePath",
       "/dev/termination-log", "terminationMessagePolicy", "FallbackToLogsOnError",
