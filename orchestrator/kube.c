@@ -265,6 +265,16 @@ make_shards (struct kube *k)
       char base[64];
       convert_dns_name (key, base);
       unique_name (sh.name, base, used);
+      char state[64];
+      object_name (state, k->base, sh.name);
+      object_name (state, state, "state");
+      if (json_object_get (k->claims, state)) {
+        log_error ("a target's PVC would be named %s, as the state PVC of shard %s: give "
+                   "the target another path",
+                   state, sh.name);
+        json_decref (used);
+        return -1;
+      }
       if (kshard_vector_append (&k->shards, sh) == -1) {
         json_decref (used);
         return -1;
