@@ -101,8 +101,23 @@ jq -e '.spec.backoffLimit > 0 and (.spec.podFailurePolicy.rules[0] | .action == 
    (.containers[0] | .image == "localhost/ferry:latest" and .terminationMessagePath == "/dev/termination-log" and
     .ports == [{"name": "metrics", "containerPort": 8443, "protocol": "TCP"}] and
     (.resources.requests | has("cpu") and has("memory"))))' <<<"$job" >/dev/null || fail "Job: $job"
-"$ferry" kube "$tmpdir/plan.json" --image=registry.example.com/ferry:0.2 --secret=vcenter 2>/dev/null |
-  grep -q '"registry.example.com/ferry:0.2"' || fail "--image is not used"
+"$ferry" kube "$tmpdir/plan.json" --image=registry.example.com/ferry:0.2 --secret=vcenter \
+  >"$tmpdir/image.yaml" 2>/dev/null || fail "ferry kube --image --secret"
+grep -q '"registry.example.com/ferry:0.2"' "$tmpdir/image.yaml" || fail "--image is not used"
+grep -q 'secretName: "vcenter"' "$tmpdir/image.yaml" || fail "--secret is not used"
+# Resources and state from the measurements (ferry.pod): a raw copy, and a plan that converts.
+jq -e '[.[] | select(.kind == "Job") | .spec.template.spec.containers[0].resources] |
+  all(.requests.memory == "256Mi" and .limits.memory == "1024Mi" and .requests.cpu == "1")' "$s" >/dev/null ||
+  fail "raw copy resources"
+jq '.skipGuestConversion = false' "$tmpdir/plan.json" >"$tmpdir/convert.json"
+"$ferry" kube "$tmpdir/convert.json" --output="$tmpdir/convert.yaml" 2>/dev/null || fail "ferry kube (conversion)"
+check_stream "$tmpdir/convert.yaml" "$tmpdir/convert.out"
+jq -e '([.[] | select(.kind == "Job") | .spec.template.spec.containers[0].resources] |
+    all(.requests.memory == "2304Mi" and .limits.memory == "4096Mi")) and
+  ([.[] | select(.kind == "PersistentVolumeClaim" and .metadata.labels."app.kubernetes.io/component" == "state") |
+    .spec.resources.requests.storage] == ["5120Mi", "5120Mi"]) and
+  ([.[] | select(.kind == "VirtualMachine") | .spec.template.spec.domain.devices.disks[].disk.bus] | all(. == "virtio"))' \
+  "$tmpdir/convert.out" >/dev/null || fail "a converting plan's Jobs, state PVCs or VMs"
 # The VMs: as vm.yaml will be (raw copy: SATA), but Halted until started after cutover.
 jq -e '[.[] | select(.kind == "VirtualMachine")] | map([.metadata.name, .spec.runStrategy,
     .metadata.annotations."ferry.io/run-strategy", [.spec.template.spec.volumes[].persistentVolumeClaim.claimName]]) ==
