@@ -97,6 +97,12 @@ struct manifest_disk {
   bool block;              /* volumeMode Block, else Filesystem */
   uint64_t size;           /* virtual size */
   const char *source_path; /* "[ds] vm/vm.vmdk", an annotation */
+  /* From the plan's storageMap: NULL = the cluster's default class, ReadWriteOnce; 0 =
+   * CONVERT_FS_OVERHEAD.
+   */
+  const char *storage_class;
+  const char *access_mode;
+  double fs_overhead;
 };
 
 struct manifest_params {
@@ -115,6 +121,13 @@ struct manifest_params {
  * NULL on error (reported).
  */
 char *convert_manifests (struct manifest_params *p);
+
+/* The objects of that stream, each a new reference: the VirtualMachine, and the
+ * PersistentVolumeClaim of disk D (labelled and annotated for P's VM).  ferry kube writes
+ * the same objects (orchestrator/kube.c).
+ */
+json_t *convert_virtual_machine (struct manifest_params *p);
+json_t *convert_claim (const struct manifest_params *p, const struct manifest_disk *d);
 
 /* JSON value -> block-style YAML document (strings double-quoted), appended to FP. */
 void convert_yaml_emit (FILE *fp, json_t *doc);

@@ -76,8 +76,8 @@ labels (json_t *desc)
   return l;
 }
 
-static json_t *
-virtual_machine (struct manifest_params *p)
+json_t *
+convert_virtual_machine (struct manifest_params *p)
 {
   json_t *desc = p->description, *nics = json_object_get (desc, "nics");
   json_int_t cpus = json_integer_value (json_object_get (desc, "cpus"));
@@ -129,20 +129,24 @@ virtual_machine (struct manifest_params *p)
   return vm;
 }
 
-static json_t *
-claim (struct manifest_params *p, const struct manifest_disk *d)
+json_t *
+convert_claim (const struct manifest_params *p, const struct manifest_disk *d)
 {
+  double overhead = d->fs_overhead > 0 ? d->fs_overhead : CONVERT_FS_OVERHEAD;
   char size[32];
   json_t *pvc;
 
   snprintf (size, sizeof size, "%" PRIu64 "Mi",
-            convert_pvc_size (d->size, !d->block, CONVERT_FS_OVERHEAD) / MiB);
+            convert_pvc_size (d->size, !d->block, overhead) / MiB);
   pvc = json_pack ("{s:s, s:s, s:{s:s, s:o, s:{}}, s:{s:[s], s:s, s:{s:{s:s}}}}",
                    "apiVersion", "v1", "kind", "PersistentVolumeClaim", "metadata", "name",
                    d->claim, "labels", labels (p->description), "annotations", "spec",
-                   "accessModes", "ReadWriteOnce", "volumeMode",
-                   d->block ? "Block" : "Filesystem", "resources", "requests", "storage",
-                   size);
+                   "accessModes", d->access_mode ? d->access_mode : "ReadWriteOnce",
+                   "volumeMode", d->block ? "Block" : "Filesystem", "resources", "requests",
+                   "storage", size);
+  if (d->storage_class)
+    json_object_set_new (json_object_get (pvc, "spec"), "storageClassName",
+                         json_string (d->storage_class));
   json_t *ann = json_object_get (json_object_get (pvc, "metadata"), "annotations");
   if (d->source_path)
     json_object_set_new (ann, "ferry.io/disk-source", json_string (d->source_path));
@@ -273,11 +277,11 @@ convert_manifests (struct manifest_params *p)
   }
   fprintf (fp, "# KubeVirt objects of %s, written by ferry: kubectl apply -f vm.yaml\n",
            p->name);
-  vm = virtual_machine (p);
+  vm = convert_virtual_machine (p);
   convert_yaml_emit (fp, vm);
   json_decref (vm);
   for (size_t i = 0; i < p->nr_disks; i++) {
-    json_t *pvc = claim (p, &p->disks[i]);
+    json_t *pvc = convert_claim (p, &p->disks[i]);
     convert_yaml_emit (fp, pvc);
     json_decref (pvc);
   }

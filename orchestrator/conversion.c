@@ -74,9 +74,8 @@ on_progress (void *opaque, double percent, const char *stage)
   }
 }
 
-/* The claim name of a target: its PVC directory's (or device's) base name. */
-static void
-claim_name (const char *target, bool block, char out[64])
+void
+conversion_claim_name (const char *target, bool block, char out[64])
 {
   CLEANUP_FREE char *copy = strdup (target);
   char *dir = copy;
@@ -86,9 +85,8 @@ claim_name (const char *target, bool block, char out[64])
   convert_dns_name (dir ? basename (dir) : target, out);
 }
 
-/* The VM's DNS-1123 name, made unique among the plan's VMs (earlier ones win). */
-static void
-vm_dns_name (const struct plan *plan, const struct plan_vm *pvm, char out[64])
+void
+conversion_vm_name (const struct plan *plan, const struct plan_vm *pvm, char out[64])
 {
   size_t me = pvm - plan->vms.ptr, same = 0;
   char other[64];
@@ -147,15 +145,23 @@ write_manifests (struct conversion *c, const char *label, json_t *desc, json_t *
   if (md == NULL || claims == NULL || dir == NULL ||
       asprintf (&path, "%s/vm.yaml", dir) == -1)
     goto out;
-  vm_dns_name (c->plan, c->pvm, name);
+  conversion_vm_name (c->plan, c->pvm, name);
   for (size_t i = 0; i < n; i++) {
     struct stat st;
     md[i].block = stat (disks[i].target, &st) == 0 && S_ISBLK (st.st_mode);
-    claim_name (disks[i].target, md[i].block, claims[i]);
+    conversion_claim_name (disks[i].target, md[i].block, claims[i]);
     md[i].claim = claims[i];
     md[i].size = disks[i].size;
     md[i].source_path =
         json_string_value (json_object_get (json_array_get (ddisks, i), "fileName"));
+    const struct storage_map_entry *sm = plan_storage_for (
+        c->plan,
+        json_string_value (json_object_get (json_array_get (ddisks, i), "datastore")));
+    if (sm) { /* the same PVC as ferry kube writes */
+      md[i].storage_class = sm->storage_class;
+      md[i].access_mode = sm->access_mode;
+      md[i].fs_overhead = sm->fs_overhead;
+    }
   }
   struct manifest_params mp = {
     .description = desc,

@@ -45,4 +45,12 @@ int conversion_vm (struct conversion *c);
  */
 int conversion_command (struct plan *plan, const char *vm, struct progress *progress);
 
+/* The claim name of a target (DIR/disk.img, or a block device when BLOCK): its PVC
+ * directory's (or device's) base name, made DNS-1123.
+ */
+void conversion_claim_name (const char *target, bool block, char out[64]);
+
+/* The VM's DNS-1123 name, made unique among the plan's VMs (earlier ones win). */
+void conversion_vm_name (const struct plan *plan, const struct plan_vm *pvm, char out[64]);
+
 #endif /* FERRY_CONVERSION_H */

@@ -21,6 +21,7 @@
 #include "common/util.h"
 #include "conversion.h"
 #include "journal.h"
+#include "kube.h"
 #include "migrate.h"
 #include "plan.h"
 #include "progress.h"
@@ -47,6 +48,8 @@ usage (FILE *fp)
           "  cancel PLAN               stop the running migrate cleanly\n"
           "  convert PLAN --vm NAME    convert a verified VM's disks again (no copy)\n"
           "  digest FILE [--size N]    the digest ferry records for a disk image\n"
+          "  kube PLAN                 the Kubernetes objects that run the plan, one Job\n"
+          "                            per shard (YAML for kubectl apply)\n"
           "\n"
           "Options:\n"
           "  --progress=auto|tty|json|none  live display on a terminal, JSON lines on\n"
@@ -54,6 +57,12 @@ usage (FILE *fp)
           "  --json                    machine-readable output (validate, status)\n"
           "  --at TIME                 RFC 3339 time for cutover\n"
           "  --vm NAME                 the VM (its target name) for convert\n"
+          "  --shard-by=host|datastore|vm  kube: a Job per ESXi host (default),\n"
+          "                            datastore (a VM's first disk's) or VM\n"
+          "  --image=IMG               kube: the image (default localhost/ferry:latest)\n"
+          "  --namespace=NS            kube: the namespace of the objects\n"
+          "  --secret=NAME             kube: the Secret (default: source.secret's name)\n"
+          "  --output=FILE             kube: write there instead of stdout\n"
           "  -v, --verbose             debug messages (SOAP calls, retries)\n"
           "  --help, --version\n"
           "\n"
@@ -64,7 +73,8 @@ usage (FILE *fp)
           "  ferry migrate plan.json\n"
           "  ferry status plan.json --json\n"
           "  ferry cutover plan.json --at 2026-12-01T02:00:00+01:00\n"
-          "  ferry digest /pvc/web01-disk0/disk.img\n");
+          "  ferry digest /pvc/web01-disk0/disk.img\n"
+          "  ferry kube plan.json --namespace=migration --output=wave-1.yaml\n");
 }
 
 static void
@@ -281,6 +291,7 @@ int
 main (int argc, char *argv[])
 {
   enum { OPT_PROGRESS = 256, OPT_JSON, OPT_AT, OPT_SIZE, OPT_VM, OPT_HELP, OPT_VERSION };
+  enum { OPT_SHARD_BY = OPT_VERSION + 1, OPT_IMAGE, OPT_NAMESPACE, OPT_OUTPUT, OPT_SECRET };
   static const struct option long_options[] = {
     { "progress", required_argument, NULL, OPT_PROGRESS },
     { "json", no_argument, NULL, OPT_JSON },
@@ -290,11 +301,17 @@ main (int argc, char *argv[])
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
+    { "shard-by", required_argument, NULL, OPT_SHARD_BY },
+    { "image", required_argument, NULL, OPT_IMAGE },
+    { "namespace", required_argument, NULL, OPT_NAMESPACE },
+    { "output", required_argument, NULL, OPT_OUTPUT },
+    { "secret", required_argument, NULL, OPT_SECRET },
     { NULL, 0, NULL, 0 },
   };
   const char *progress_arg = getenv ("FERRY_PROGRESS"), *at = NULL, *size = NULL;
   const char *vm = NULL;
   bool json_out = false, verbose = false;
+  struct kube_options kube = { .shard_by = SHARD_BY_HOST };
   enum progress_mode mode;
   const char *cmd, *arg;
   struct plan *plan;
@@ -317,6 +334,25 @@ main (int argc, char *argv[])
         break;
       case OPT_VM:
         vm = optarg;
+        break;
+      case OPT_SHARD_BY:
+        if (kube_parse_shard_by (optarg, &kube.shard_by) == -1) {
+          fprintf (stderr, "ferry: --shard-by=%s: expected host, datastore or vm\n",
+                   optarg);
+          return 2;
+        }
+        break;
+      case OPT_IMAGE:
+        kube.image = optarg;
+        break;
+      case OPT_NAMESPACE:
+        kube.namespace = optarg;
+        break;
+      case OPT_OUTPUT:
+        kube.output = optarg;
+        break;
+      case OPT_SECRET:
+        kube.secret = optarg;
         break;
       case 'v':
         verbose = true;
@@ -353,6 +389,8 @@ main (int argc, char *argv[])
     return cmd_digest (arg, size);
   if (strcmp (cmd, "validate") == 0)
     return validate_plan (arg, json_out);
+  if (strcmp (cmd, "kube") == 0)
+    return kube_run (arg, &kube);
   if (strcmp (cmd, "migrate") != 0 && strcmp (cmd, "precopy") != 0 &&
       strcmp (cmd, "cutover") != 0 && strcmp (cmd, "status") != 0 &&
       strcmp (cmd, "cancel") != 0 && strcmp (cmd, "convert") != 0) {

@@ -236,7 +236,11 @@ load_storage_map (struct loader *l, struct plan *p, json_t *map)
 {
   static const char *const keys[] = { "source", "destination", NULL };
   static const char *const src_keys[] = { "name", NULL };
-  static const char *const dst_keys[] = { "kind", "path", NULL };
+  static const char *const dst_keys[] = { "kind",       "path",       "storageClass",
+                                          "accessMode", "volumeMode", "filesystemOverhead",
+                                          NULL };
+  static const char *const access_modes[] = { "ReadWriteOnce", "ReadWriteMany",
+                                              "ReadOnlyMany", "ReadWriteOncePod", NULL };
   size_t i;
   json_t *e;
 
@@ -251,7 +255,8 @@ load_storage_map (struct loader *l, struct plan *p, json_t *map)
     char where[64];
     struct storage_map_entry m = { 0 };
     CLEANUP_FREE char *kind = NULL;
-    json_t *s = json_object_get (e, "source"), *d = json_object_get (e, "destination");
+    CLEANUP_FREE char *volume_mode = NULL;
+    json_t *s = json_object_get (e, "source"), *d = json_object_get (e, "destination"), *v;
 
     snprintf (where, sizeof where, "storageMap[%zu]", i);
     if (!json_is_object (e) || !json_is_object (s) || !json_is_object (d)) {
@@ -262,16 +267,49 @@ load_storage_map (struct loader *l, struct plan *p, json_t *map)
     check_keys (l, s, where, src_keys);
     check_keys (l, d, where, dst_keys);
     m.datastore = get_string (l, s, where, "name", true);
-    kind = get_string (l, d, where, "kind", true);
+    volume_mode = get_string (l, d, where, "volumeMode", false);
+    kind = get_string (l, d, where, "kind", volume_mode == NULL);
     m.path = get_string (l, d, where, "path", true);
     if (kind && strcmp (kind, "block") == 0)
       m.kind = TARGET_BLOCK;
     else if (kind && strcmp (kind, "filesystem") != 0)
       problem (l, "%s: destination.kind \"%s\": expected filesystem or block", where, kind);
+    /* Forklift's volumeMode says the same as kind; both given, they must agree. */
+    if (volume_mode && strcmp (volume_mode, "Block") != 0 &&
+        strcmp (volume_mode, "Filesystem") != 0)
+      problem (l, "%s: destination.volumeMode \"%s\": expected Filesystem or Block", where,
+               volume_mode);
+    else if (volume_mode && kind &&
+             (strcmp (volume_mode, "Block") == 0) != (m.kind == TARGET_BLOCK))
+      problem (l, "%s: destination.volumeMode \"%s\" contradicts kind \"%s\"", where,
+               volume_mode, kind);
+    else if (volume_mode && strcmp (volume_mode, "Block") == 0)
+      m.kind = TARGET_BLOCK;
+    m.storage_class = get_string (l, d, where, "storageClass", false);
+    m.access_mode = get_string (l, d, where, "accessMode", false);
+    size_t k = 0;
+    while (m.access_mode && access_modes[k] && strcmp (m.access_mode, access_modes[k]))
+      k++;
+    if (m.access_mode && access_modes[k] == NULL)
+      problem (l,
+               "%s: destination.accessMode \"%s\": expected ReadWriteOnce, "
+               "ReadWriteMany, ReadOnlyMany or ReadWriteOncePod",
+               where, m.access_mode);
+    v = json_object_get (d, "filesystemOverhead");
+    if (v &&
+        (!json_is_number (v) || json_number_value (v) <= 0 || json_number_value (v) >= 1))
+      problem (l,
+               "%s: destination.filesystemOverhead must be a fraction above 0 and below 1 "
+               "(CDI's: 0.055 is 5.5%%)",
+               where);
+    else if (v)
+      m.fs_overhead = json_number_value (v);
     if (m.datastore == NULL || m.path == NULL ||
         storage_map_append (&p->storage, m) == -1) {
       free (m.datastore);
       free (m.path);
+      free (m.storage_class);
+      free (m.access_mode);
     }
   }
 }
@@ -444,6 +482,8 @@ plan_free (struct plan *p)
   for (size_t i = 0; i < p->storage.len; i++) {
     free (p->storage.ptr[i].datastore);
     free (p->storage.ptr[i].path);
+    free (p->storage.ptr[i].storage_class);
+    free (p->storage.ptr[i].access_mode);
   }
   storage_map_reset (&p->storage);
   for (size_t i = 0; i < p->vms.len; i++) {
@@ -482,6 +522,15 @@ plan_source_config (const struct plan *p, const struct plan_vm *vm)
                        ? 64
                        : p->connections_per_disk * p->max_per_host,
   };
+}
+
+const struct storage_map_entry *
+plan_storage_for (const struct plan *p, const char *datastore)
+{
+  for (size_t i = 0; datastore && i < p->storage.len; i++)
+    if (strcmp (p->storage.ptr[i].datastore, datastore) == 0)
+      return &p->storage.ptr[i];
+  return NULL;
 }
 
 const char *

@@ -21,6 +21,12 @@ struct storage_map_entry {
   char *datastore;
   enum target_kind kind;
   char *path; /* template with {vm}, {index}, {key} */
+  /* The PVC (ferry kube, vm.yaml), Forklift's StorageMap names; NULL: the cluster's
+   * default class, ReadWriteOnce.  FS_OVERHEAD: CDI's filesystemOverhead, 0 = 5.5%.
+   */
+  char *storage_class;
+  char *access_mode;
+  double fs_overhead;
 };
 DEFINE_VECTOR_TYPE (storage_map, struct storage_map_entry);
 
@@ -89,6 +95,10 @@ const char *plan_vm_label (const struct plan_vm *vm);
 int plan_resolve_target (const struct plan *plan, const struct plan_vm *vm, size_t index,
                          const char *key, const char *datastore, char **path,
                          enum target_kind *kind, char **why);
+
+/* The storageMap entry of DATASTORE, or NULL. */
+const struct storage_map_entry *plan_storage_for (const struct plan *plan,
+                                                  const char *datastore);
 
 /* "2026-12-01T02:00:00+01:00" (or Z) -> time_t; -1 if not RFC 3339. */
 int plan_parse_time (const char *s, time_t *t);

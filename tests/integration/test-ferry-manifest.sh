@@ -25,7 +25,8 @@ make_sparse_disk "$tmpdir/d0" 64M 0:4 100:2
 place_disk Web_01.prod 2000 "$tmpdir/d0"
 make_targets Web_01.prod 2
 make_targets web-01-prod 1
-write_plan "$tmpdir/plan.json" '.vms = [{"name": "Web_01.prod"}, {"name": "web-01-prod"}]'
+write_plan "$tmpdir/plan.json" '.vms = [{"name": "Web_01.prod"}, {"name": "web-01-prod"}] |
+  .storageMap[0].destination.storageClass = "fast"'
 
 "$ferry" migrate "$tmpdir/plan.json" --progress=none || fail "ferry migrate failed"
 results=$tmpdir/state/results.json
@@ -72,6 +73,7 @@ for i in 0 1; do
     .kind == "PersistentVolumeClaim" and .metadata.name == $name and
     .spec.resources.requests.storage == $want and .spec.volumeMode == "Filesystem" and
     .spec.accessModes == ["ReadWriteOnce"] and .metadata.labels.vmID == $moref and
+    .spec.storageClassName == "fast" and
     (.metadata.annotations["ferry.io/disk-source"] | test("Web_01.prod"))' <<<"$pvc" >/dev/null ||
     fail "PVC $i (want $want): $(jq -c . <<<"$pvc")"
 done

@@ -274,7 +274,11 @@ func (d *double) createVM(ctx context.Context, q url.Values) (interface{}, int, 
 		d.model.mu.Unlock()
 		return nil, http.StatusConflict, fmt.Errorf("VM %q exists", name)
 	}
-	v := &vmState{name: name, dir: filepath.Join(d.dsDir, name)}
+	hostRef, poolRef, dsRef, dsName, dsDir, err := d.placement(ctx, q.Get("host"), q.Get("datastore"))
+	if err != nil {
+		return nil, http.StatusNotFound, err
+	}
+	v := &vmState{name: name, dir: filepath.Join(dsDir, name), ds: dsName}
 	d.model.vms[name] = v // reserve the name
 	d.model.mu.Unlock()
 	fail := func(err error) (interface{}, int, error) {
@@ -319,7 +323,7 @@ func (d *double) createVM(ctx context.Context, q url.Values) (interface{}, int, 
 		if unit >= 7 {
 			unit++ // unit 7 is the controller's own
 		}
-		ds := d.dsRef
+		ds := dsRef
 		changes = append(changes, &types.VirtualDeviceConfigSpec{
 			Operation: types.VirtualDeviceConfigSpecOperationAdd,
 			Device: &types.VirtualDisk{
@@ -330,7 +334,7 @@ func (d *double) createVM(ctx context.Context, q url.Values) (interface{}, int, 
 					DeviceInfo:    &types.Description{Label: dk.label, Summary: fmt.Sprintf("%d KB", size/1024)},
 					Backing: &types.VirtualDiskFlatVer2BackingInfo{
 						VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{
-							FileName:  fmt.Sprintf("[%s] %s/%s.vmdk", d.dsName, name, stem),
+							FileName:  fmt.Sprintf("[%s] %s/%s.vmdk", dsName, name, stem),
 							Datastore: &ds,
 						},
 						DiskMode:        string(types.VirtualDiskModePersistent),
@@ -363,12 +367,12 @@ func (d *double) createVM(ctx context.Context, q url.Values) (interface{}, int, 
 		InstanceUuid:          "50" + uuid.New().String()[2:],
 		Version:               "vmx-13",
 		ChangeTrackingEnabled: types.NewBool(cbt),
-		Files:                 &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s] %s/%s.vmx", d.dsName, name, name)},
+		Files:                 &types.VirtualMachineFileInfo{VmPathName: fmt.Sprintf("[%s] %s/%s.vmx", dsName, name, name)},
 		DeviceChange:          changes,
 	}
 	folder := object.NewFolder(d.client, d.folder)
-	pool := object.NewResourcePool(d.client, d.pool)
-	host := object.NewHostSystem(d.client, d.host)
+	pool := object.NewResourcePool(d.client, poolRef)
+	host := object.NewHostSystem(d.client, hostRef)
 	task, err := folder.CreateVM(ctx, spec, pool, host)
 	if err != nil {
 		return fail(err)
@@ -455,7 +459,7 @@ func (d *double) vmJSON(v *vmState, full bool) map[string]interface{} {
 	changeIDs := map[string]string{}
 	for _, dk := range v.disks {
 		dj := diskJSON{Key: dk.key, Label: dk.label, Flat: dk.flatPath(), Capacity: dk.capacity, UUID: dk.uuid,
-			FileName: fmt.Sprintf("[%s] %s/%s", d.dsName, v.name, dk.headName(len(dk.layers)))}
+			FileName: fmt.Sprintf("[%s] %s/%s", d.dsOf(v), v.name, dk.headName(len(dk.layers)))}
 		if v.cbt {
 			dj.ChangeID = dk.changeID()
 			changeIDs[strconv.Itoa(int(dk.key))] = dk.changeID()

@@ -72,6 +72,7 @@ type snap struct {
 
 type vmState struct {
 	name   string
+	ds     string // its datastore, "" = the double's default (placement.go)
 	ref    types.ManagedObjectReference
 	dir    string
 	cbt    bool

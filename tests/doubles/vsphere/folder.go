@@ -168,10 +168,11 @@ func (d *double) serveLocalFile(w http.ResponseWriter, r *http.Request) bool {
 	}
 	q := r.URL.Query()
 	rel := strings.TrimPrefix(r.URL.Path, "/folder/")
-	if q.Get("dsName") != d.dsName || q.Get("dcPath") != d.dcName || rel == r.URL.Path || rel == "" {
+	dsDir := d.dsDirOf(q.Get("dsName"))
+	if dsDir == "" || q.Get("dcPath") != d.dcName || rel == r.URL.Path || rel == "" {
 		return false
 	}
-	p := filepath.Join(d.dsDir, filepath.FromSlash(path.Clean("/"+rel)))
+	p := filepath.Join(dsDir, filepath.FromSlash(path.Clean("/"+rel)))
 	f, err := os.Open(p)
 	if err != nil {
 		return false

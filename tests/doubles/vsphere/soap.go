@@ -341,8 +341,8 @@ func (d *double) qcda(w http.ResponseWriter, r *http.Request, req *types.QueryCh
 		level, upto, cbt = idx, s.disks[dk.key].seq, s.cbt
 	}
 	if !cbt {
-		writeFault(w, fmt.Sprintf("Error caused by file [%s] %s/%s", d.dsName, v.name, dk.headName(level)),
-			&types.FileFault{File: fmt.Sprintf("[%s] %s/%s", d.dsName, v.name, dk.headName(level))})
+		writeFault(w, fmt.Sprintf("Error caused by file [%s] %s/%s", d.dsOf(v), v.name, dk.headName(level)),
+			&types.FileFault{File: fmt.Sprintf("[%s] %s/%s", d.dsOf(v), v.name, dk.headName(level))})
 		return
 	}
 	if req.StartOffset < 0 || req.StartOffset >= dk.capacity {
@@ -574,7 +574,7 @@ func (d *double) syncDevices(v *vmState) {
 				continue
 			}
 			b := vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
-			b.FileName = fmt.Sprintf("[%s] %s/%s", d.dsName, v.name, dk.headName(len(dk.layers)))
+			b.FileName = fmt.Sprintf("[%s] %s/%s", d.dsOf(v), v.name, dk.headName(len(dk.layers)))
 			b.ChangeId = ""
 			if v.cbt {
 				b.ChangeId = dk.changeID()
@@ -597,7 +597,7 @@ func (d *double) syncDevices(v *vmState) {
 			b := *vd.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 			c.Backing = &b
 			if dk := v.disk(vd.Key); dk != nil {
-				b.FileName = fmt.Sprintf("[%s] %s/%s", d.dsName, v.name, dk.headName(i))
+				b.FileName = fmt.Sprintf("[%s] %s/%s", d.dsOf(v), v.name, dk.headName(i))
 				b.ChangeId = ""
 				if s.cbt {
 					b.ChangeId = s.disks[dk.key].changeID
