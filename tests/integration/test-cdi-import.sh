@@ -101,7 +101,7 @@ jq -e '.vddkInfo.Version | startswith("ferry")' "$tmpdir/pvc.msg" >/dev/null ||
 disk_view web01 2000 "$tmpdir/view1" "$s1"
 cmp "$tmpdir/pvc/disk.img" "$tmpdir/view1" || fail "stage 1 differs from the disk at $s1"
 change1=$(vm_json web01 | jq -r --arg s "$s1" '.snapshots[] | select(.moref == $s) | .changeIds["2000"]')
-[ -n "$change1" ] && [ "$change1" != null ] || fail "no changeId at $s1"
+[[ -n $change1 && $change1 != null ]] || fail "no changeId at $s1"
 
 # The guest writes; S1 goes, S2 comes (Forklift's order).
 writes=(1000000:70000 30000000:65536 50000000:200000)
