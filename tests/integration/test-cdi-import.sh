@@ -67,7 +67,7 @@ cdi_import ()
 }
 
 create_vm web01 "disks=64M&cbt=1&power=on" >/dev/null
-make_sparse_disk "$tmpdir/src" 64M 0:100 500:200
+make_sparse_disk "$tmpdir/src" 64M 0:400 500:400
 place_disk web01 2000 "$tmpdir/src"
 uuid=$(vm_json web01 | jq -r .uuid)
 backing=$(vm_json web01 | jq -r '.disks[0].fileName')
@@ -90,6 +90,22 @@ msg=$(check_message "$tmpdir/pvc.msg")
 grep -q "nosuch.vmdk: VM .* has no such disk; its disks: .*web01.vmdk (2000)" <<<"$msg" ||
   fail "unknown backing file: message: $msg"
 [ ! -e "$tmpdir/pvc/disk.img" ] || fail "a failed import left disk.img"
+
+# SIGTERM in the middle of stage 1 (slow /folder answers): 75 (the pod is restarted), a
+# message that says so; the stage run again below resumes.
+control POST "/inject?folder-delay=1s" >/dev/null # 13 GETs of 4 MiB, 4 at a time
+cdi_import "$tmpdir/pvc" "$tmpdir/term.err" IMPORTER_CURRENT_CHECKPOINT="$s1" &
+sub=$!
+cleanup_fn "kill -9 $sub 2>/dev/null"
+timeout=30 wait_for sh -c "[ \"\$(curl -s $CONTROL/stats | jq .folder_206)\" -ge 4 ]"
+pid=$(pgrep -P "$sub" -f cdi-import)
+kill -TERM "$pid"
+rc=0
+wait "$sub" || rc=$?
+control POST "/inject?folder-delay=0s" >/dev/null
+[ $rc = 75 ] || fail "SIGTERM: exit $rc, not 75: $(cat "$tmpdir/term.err")"
+grep -q "Unable to process data: cancelled by a signal" <<<"$(check_message "$tmpdir/pvc.msg")" ||
+  fail "SIGTERM: message: $(cat "$tmpdir/pvc.msg")"
 
 # Stage 1 at S1.
 control POST /stats/reset >/dev/null
