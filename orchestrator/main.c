@@ -444,7 +444,9 @@ main (int argc, char *argv[])
       plan_free (plan);
       return finish (termination_log, cmd, NULL, 1);
     }
-    if (metrics_port_arg && strcmp (metrics_port_arg, "off") != 0) {
+    /* Not for a cutover that only asks the running migrate (which serves them). */
+    if (metrics_port_arg && strcmp (metrics_port_arg, "off") != 0 &&
+        (strcmp (cmd, "cutover") != 0 || journal_runner (plan->state_dir) == 0)) {
       metrics =
           metrics_start (metrics_address, metrics_port_arg, progress, getenv ("OWNER_UID"));
       if (metrics == NULL) {
