@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <regex.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -40,6 +39,7 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "cdi.h"
 #include "diskcache/source-ops.h"
 #include "metrics.h"
 #include "migrate.h"
@@ -47,7 +47,6 @@
 
 #define CDI_DEFAULT_METRICS_PORT "8443"
 #define CDI_CONNECTIONS 4
-#define CHUNK (4u << 20)
 
 static volatile sig_atomic_t stop_signal;
 static char *first_error;
@@ -374,135 +373,6 @@ check_room (const struct cdi *c, uint64_t capacity)
   return 0;
 }
 
-/* ---- the delta copy ---- */
-
-struct delta {
-  struct source *src;
-  size_t disk;
-  int fd;
-  const extent_vector *areas;
-  pthread_mutex_t lock;
-  size_t next_area; /* under lock */
-  uint64_t next_offset, done, total;
-  bool failed;
-  struct progress_disk *pd;
-};
-
-static bool
-next_chunk (struct delta *d, uint64_t *offset, size_t *len)
-{
-  bool r = false;
-
-  pthread_mutex_lock (&d->lock);
-  while (!d->failed && d->next_area < d->areas->len) {
-    const struct extent *e = &d->areas->ptr[d->next_area];
-    if (d->next_offset < e->offset)
-      d->next_offset = e->offset;
-    if (d->next_offset >= e->offset + e->length) {
-      d->next_area++;
-      continue;
-    }
-    *offset = d->next_offset;
-    *len = e->offset + e->length - d->next_offset;
-    if (*len > CHUNK)
-      *len = CHUNK;
-    d->next_offset += *len;
-    r = true;
-    break;
-  }
-  pthread_mutex_unlock (&d->lock);
-  return r;
-}
-
-static void *
-delta_worker (void *arg)
-{
-  struct delta *d = arg;
-  CLEANUP_FREE void *buf = malloc (CHUNK);
-  uint64_t offset;
-  size_t len;
-
-  if (buf == NULL) {
-    log_error ("malloc: %m");
-    goto fail;
-  }
-  while (next_chunk (d, &offset, &len)) {
-    if (source_pread (d->src, d->disk, buf, len, offset) == -1)
-      goto fail;
-    if (pwrite_full (d->fd, buf, len, offset) == -1) {
-      log_error ("write at %" PRIu64 ": %m", offset);
-      goto fail;
-    }
-    pthread_mutex_lock (&d->lock);
-    d->done += len;
-    progress_disk_update (d->pd, d->done, 0);
-    pthread_mutex_unlock (&d->lock);
-  }
-  return NULL;
-
-fail:
-  pthread_mutex_lock (&d->lock);
-  d->failed = true;
-  pthread_mutex_unlock (&d->lock);
-  return NULL;
-}
-
-/* Copy the areas of disk I changed since CHANGE_ID over the target.  1 (nothing
- * reported) when the source cannot answer for CHANGE_ID.
- */
-static int
-copy_delta (struct cdi *c, struct source *src, size_t i, const char *change_id)
-{
-  const struct provider_disk *disk = source_disk (src, i);
-  extent_vector areas = empty_vector;
-  CLEANUP_FREE char *why = NULL;
-  pthread_t threads[CDI_CONNECTIONS];
-  struct delta d = { .src = src, .disk = i, .areas = &areas };
-  unsigned started = 0;
-  int r;
-
-  r = source_changed (src, i, change_id, &areas, &why);
-  if (r != 0) {
-    if (r == 1)
-      log_warning ("%s: the source cannot tell what changed since %s (%s): copying the "
-                   "whole disk",
-                   c->backing_file, change_id, why);
-    extent_vector_reset (&areas);
-    return r;
-  }
-  for (size_t k = 0; k < areas.len; k++)
-    d.total += areas.ptr[k].length;
-  log_info ("%s: %zu areas, %" PRIu64 " bytes changed since %s", c->backing_file, areas.len,
-            d.total, change_id);
-  d.fd = open (c->target, O_WRONLY | O_CLOEXEC);
-  if (d.fd == -1) {
-    log_error ("%s: %m", c->target);
-    extent_vector_reset (&areas);
-    return -1;
-  }
-  pthread_mutex_init (&d.lock, NULL);
-  d.pd = progress_disk_start (c->progress, source_vm (src)->name, disk->key, 1, d.total);
-  for (; started < CDI_CONNECTIONS; started++)
-    if (pthread_create (&threads[started], NULL, delta_worker, &d) != 0) {
-      log_error ("pthread_create: %m");
-      d.failed = true;
-      break;
-    }
-  for (unsigned k = 0; k < started; k++)
-    pthread_join (threads[k], NULL);
-  progress_disk_end (d.pd);
-  if (!d.failed && fdatasync (d.fd) == -1) {
-    log_error ("%s: fdatasync: %m", c->target);
-    d.failed = true;
-  }
-  close (d.fd);
-  pthread_mutex_destroy (&d.lock);
-  extent_vector_reset (&areas);
-  c->fetched = d.done;
-  c->stage = "delta";
-  return d.failed ? -1 : 0;
-}
-
 /* ---- the cache copy ---- */
 
 struct fill_progress {
@@ -646,7 +516,10 @@ run (struct cdi *c, const char **phase)
             c->target);
   r = 1;
   if (prev_change && (c->block || access (c->meta, F_OK) == -1))
-    r = copy_delta (c, src, i, prev_change);
+    r = cdi_copy_delta (src, i, prev_change, c->target, c->progress, CDI_CONNECTIONS,
+                        &c->fetched);
+  if (r == 0)
+    c->stage = "delta";
   else if (c->previous && prev_change == NULL && (c->block || access (c->meta, F_OK) == -1))
     log_warning ("IMPORTER_PREVIOUS_CHECKPOINT %s: not a changeId, and no earlier stage on "
                  "this volume recorded its changeId: copying the whole disk",

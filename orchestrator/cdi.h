@@ -22,7 +22,10 @@
 #ifndef FERRY_CDI_H
 #define FERRY_CDI_H
 
+#include <stdint.h>
+
 #include "progress.h"
+#include "providers/source.h"
 
 /* Run an import from the environment.  Exit status: 0, 1 (failed: bad input, the source
  * refused), 75 (cancelled by a signal, network or server errors).  The termination
@@ -30,5 +33,14 @@
  */
 int cdi_import (struct progress *p, const char *metrics_address, const char *metrics_port,
                 const char *termination_log, const char *version);
+
+/* For cdi.c: copy the areas of disk I of SRC changed since CHANGE_ID over TARGET (which
+ * holds the disk as of CHANGE_ID) with WORKERS threads (at most CDI_DELTA_MAX_WORKERS),
+ * reporting progress to P; the bytes read in *FETCHED.  0 done; 1 (nothing reported) when
+ * the source cannot answer for CHANGE_ID; -1 on errors (reported).
+ */
+#define CDI_DELTA_MAX_WORKERS 16
+int cdi_copy_delta (struct source *src, size_t i, const char *change_id, const char *target,
+                    struct progress *p, unsigned workers, uint64_t *fetched);
 
 #endif /* FERRY_CDI_H */
