@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 # ferry's exit status and termination log (--termination-log, $FERRY_TERMINATION_LOG):
 # 2 for usage errors, 1 for failures a retry will not cure (a bad plan, a VM that does not
-# exist), 75 for retryable ones (the server unreachable, the plan locked by another ferry,
-# SIGTERM).  A SIGTERM in the middle of a fill ends ferry within a pod's grace period
+# exist), 75 for retryable ones (the server unreachable — for migrate and validate —, the
+# plan locked by another ferry, SIGTERM).  A SIGTERM in the middle of a fill ends ferry within a pod's grace period
 # (measured; well under 30 s), with no snapshot left and the journal saying "cancelled";
 # a rerun resumes.  Every termination log is JSON under 4096 bytes, also for a plan whose
 # 40 VMs all fail with long errors (shortened, VMs left out, still valid JSON).
@@ -58,6 +58,10 @@ write_plan "$tmpdir/down.json" ".stateDir = \"$tmpdir/down.state\" | .source.url
 [ "$(ferry_rc "$tmpdir/t4" migrate "$tmpdir/down.json")" = 75 ] ||
   fail "server down: not exit 75: $(cat "$tmpdir/t4.err")"
 check_log "$tmpdir/t4" retryable 75
+[ "$(ferry_rc "$tmpdir/t4v" validate "$tmpdir/down.json")" = 75 ] ||
+  fail "validate, server down: not exit 75"
+[ "$(ferry_rc "$tmpdir/t3v" validate "$tmpdir/nosuch.json")" = 1 ] ||
+  fail "validate, no such VM: not exit 1"
 
 # Many VMs, all failing with long errors: the log still fits and parses.
 long=$(printf 'vm-with-a-rather-long-name-%.0s' 1 2 3)
