@@ -63,6 +63,12 @@ record_error (const char *msg)
 }
 
 static void
+as_warning (const char *msg)
+{
+  fprintf (stderr, "ferry: warning: %s; going on without metrics\n", msg);
+}
+
+static void
 on_signal (int sig)
 {
   stop_signal = sig;
@@ -554,11 +560,19 @@ cdi_import (struct progress *p, const char *metrics_address, const char *metrics
     termination_log = "/dev/termination-log";
   for (size_t k = 0; k < 3; k++)
     sigaction (sigs[k], &sa, &old[k]); /* no SA_RESTART: waits end */
-  if (metrics_port == NULL)
+  /* CDI's port unless told otherwise; when that one is taken, the import goes on without
+   * metrics (a port asked for explicitly must work).
+   */
+  bool explicit_port = metrics_port != NULL;
+  if (!explicit_port)
     metrics_port = CDI_DEFAULT_METRICS_PORT;
-  if (strcmp (metrics_port, "off") != 0)
+  if (strcmp (metrics_port, "off") != 0) {
+    if (!explicit_port)
+      log_set_error_handler (as_warning);
     m = metrics_start (metrics_address, metrics_port, p, env ("OWNER_UID"));
-  if (m == NULL && strcmp (metrics_port, "off") != 0)
+    log_set_error_handler (record_error);
+  }
+  if (m == NULL && explicit_port && strcmp (metrics_port, "off") != 0)
     r = -1;
   else if (read_env (&c) == -1)
     r = -1;
