@@ -767,9 +767,11 @@ do_request (struct http_pool *pool, struct request *req)
       if (req->method == METHOD_POST && rc == CURLE_OK)
         goto done; /* any answer is an answer */
       if (delay == HTTP_RETRY_EXHAUSTED)
-        log_error ("%s: %s (gave up after %u %s in %.1f s)",
-                   describe (what, sizeof what, pool, req), why, attempt,
-                   attempt == 1 ? "retry" : "retries", time_monotonic () - t0);
+        log_error_transient ("%s: %s (gave up after %u %s in %.1f s)",
+                             describe (what, sizeof what, pool, req), why, attempt,
+                             attempt == 1 ? "retry" : "retries", time_monotonic () - t0);
+      else if ((rc != CURLE_OK && !is_tls_error (rc)) || status >= 500 || short_body)
+        log_error_transient ("%s: %s", describe (what, sizeof what, pool, req), why);
       else
         log_error ("%s: %s", describe (what, sizeof what, pool, req), why);
       return -1;

@@ -112,3 +112,23 @@ log_warning (const char *fs, ...)
   vlog (warning_handler, fs, args);
   va_end (args);
 }
+
+static __thread bool error_transient;
+
+void
+log_error_transient (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  error_transient = true;
+  vlog (error_handler, fs, args);
+  error_transient = false;
+  va_end (args);
+}
+
+bool
+log_error_is_transient (void)
+{
+  return error_transient;
+}

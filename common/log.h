@@ -14,6 +14,8 @@
 #ifndef FERRY_LOG_H
 #define FERRY_LOG_H
 
+#include <stdbool.h>
+
 typedef void (*log_handler) (const char *msg);
 
 void log_set_handlers (log_handler error, log_handler debug);
@@ -38,5 +40,13 @@ extern int ferry_debug_stats; /* counters printed at the end */
  */
 void log_set_warning_handler (log_handler warning);
 void log_warning (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+
+/* An error that retrying later may cure (the server or the network failed, for good only
+ * for now): reported like log_error, and while the error handler runs,
+ * log_error_is_transient () is true in that thread, so that a CLI can tell a retryable
+ * failure (exit 75) from a final one.
+ */
+void log_error_transient (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+bool log_error_is_transient (void);
 
 #endif /* FERRY_LOG_H */

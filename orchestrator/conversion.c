@@ -21,6 +21,7 @@
 #include "common/util.h"
 #include "convert/convert.h"
 #include "conversion.h"
+#include "migrate.h"
 #include "verify.h"
 
 bool
@@ -386,8 +387,8 @@ conversion_command (struct plan *plan, const char *name, struct progress *progre
     return 2;
   }
   j = journal_open (plan->state_dir, plan->name, true);
-  if (j == NULL)
-    return 1;
+  if (j == NULL) /* another ferry runs the plan: retry later */
+    return journal_runner (plan->state_dir) != 0 ? EXIT_RETRY : 1;
   journal_lock (j);
   state = json_string_value (json_object_get (journal_vm (j, name), "state"));
   journal_unlock (j);
@@ -413,7 +414,7 @@ conversion_command (struct plan *plan, const char *name, struct progress *progre
                           .progress = progress,
                           .cancel = &stop,
                           .take_error = take_first_error };
-  r = conversion_vm (&c) == 0 ? 0 : 1;
+  r = conversion_vm (&c) == 0 ? 0 : stop ? EXIT_RETRY : 1; /* cancelled: a retry resumes */
   log_set_error_handler (NULL);
   for (int i = 0; i < 3; i++)
     sigaction (sigs[i], &old[i], NULL);

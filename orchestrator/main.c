@@ -19,12 +19,15 @@
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "cdi.h"
 #include "conversion.h"
 #include "journal.h"
 #include "kube.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "plan.h"
 #include "progress.h"
+#include "termlog.h"
 #include "validate.h"
 #include "verify.h"
 
@@ -50,6 +53,7 @@ usage (FILE *fp)
           "  digest FILE [--size N]    the digest ferry records for a disk image\n"
           "  kube PLAN                 the Kubernetes objects that run the plan, one Job\n"
           "                            per shard (YAML for kubectl apply)\n"
+          "  cdi-import                CDI's VDDK importer contract, from $IMPORTER_*\n"
           "\n"
           "Options:\n"
           "  --progress=auto|tty|json|none  live display on a terminal, JSON lines on\n"
@@ -63,10 +67,17 @@ usage (FILE *fp)
           "  --namespace=NS            kube: the namespace of the objects\n"
           "  --secret=NAME             kube: the Secret (default: source.secret's name)\n"
           "  --output=FILE             kube: write there instead of stdout\n"
+          "  --metrics-port=N          Prometheus metrics over HTTPS on port N while\n"
+          "                            migrate runs ($FERRY_METRICS_PORT; 0: any port)\n"
+          "  --metrics-address=ADDR    listen address (default 0.0.0.0;\n"
+          "                            $FERRY_METRICS_ADDRESS)\n"
+          "  --termination-log=PATH    a JSON result (< 4096 bytes) written at exit\n"
+          "                            ($FERRY_TERMINATION_LOG)\n"
           "  -v, --verbose             debug messages (SOAP calls, retries)\n"
           "  --help, --version\n"
           "\n"
-          "Exit status: 0 success, 1 failure (or plan not ready), 2 usage error.\n"
+          "Exit status: 0 success, 1 failure (or plan not ready), 2 usage error,\n"
+          "75 retryable (cancelled by a signal, network or server errors, plan locked).\n"
           "\n"
           "Examples:\n"
           "  ferry validate plan.json\n"
@@ -287,17 +298,52 @@ parse_progress (const char *s)
   return (enum progress_mode) - 1;
 }
 
+/* An option's value, or the environment's when the option was not given. */
+static const char *
+opt_or_env (const char *opt, const char *env)
+{
+  const char *e = getenv (env);
+  return opt ? opt : e && *e ? e : NULL;
+}
+
+/* Write the termination log (if asked for) and give STATUS back. */
+static int
+finish (const char *termination_log, const char *cmd, const struct plan *plan, int status)
+{
+  if (termination_log)
+    termlog_write (termination_log, cmd ? cmd : "ferry", plan, status);
+  return status;
+}
+
 int
 main (int argc, char *argv[])
 {
-  enum { OPT_PROGRESS = 256, OPT_JSON, OPT_AT, OPT_SIZE, OPT_VM, OPT_HELP, OPT_VERSION };
-  enum { OPT_SHARD_BY = OPT_VERSION + 1, OPT_IMAGE, OPT_NAMESPACE, OPT_OUTPUT, OPT_SECRET };
+  enum {
+    OPT_PROGRESS = 256,
+    OPT_JSON,
+    OPT_AT,
+    OPT_SIZE,
+    OPT_VM,
+    OPT_HELP,
+    OPT_VERSION,
+    OPT_METRICS_PORT,
+    OPT_METRICS_ADDRESS,
+    OPT_TERMINATION_LOG,
+    OPT_SHARD_BY,
+    OPT_IMAGE,
+    OPT_NAMESPACE,
+    OPT_OUTPUT,
+    OPT_SECRET
+  };
   static const struct option long_options[] = {
     { "progress", required_argument, NULL, OPT_PROGRESS },
     { "json", no_argument, NULL, OPT_JSON },
     { "at", required_argument, NULL, OPT_AT },
     { "size", required_argument, NULL, OPT_SIZE },
     { "vm", required_argument, NULL, OPT_VM },
+    { "metrics-port", required_argument, NULL, OPT_METRICS_PORT },
+    { "metrics-address", required_argument, NULL, OPT_METRICS_ADDRESS },
+    { "termination-log", required_argument, NULL, OPT_TERMINATION_LOG },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -309,7 +355,9 @@ main (int argc, char *argv[])
     { NULL, 0, NULL, 0 },
   };
   const char *progress_arg = getenv ("FERRY_PROGRESS"), *at = NULL, *size = NULL;
-  const char *vm = NULL;
+  const char *vm = NULL, *metrics_port_arg = NULL, *metrics_address = NULL;
+  const char *termination_log = NULL;
+  struct metrics *metrics = NULL;
   bool json_out = false, verbose = false;
   struct kube_options kube = { .shard_by = SHARD_BY_HOST };
   enum progress_mode mode;
@@ -354,6 +402,15 @@ main (int argc, char *argv[])
       case OPT_SECRET:
         kube.secret = optarg;
         break;
+      case OPT_METRICS_PORT:
+        metrics_port_arg = optarg;
+        break;
+      case OPT_METRICS_ADDRESS:
+        metrics_address = optarg;
+        break;
+      case OPT_TERMINATION_LOG:
+        termination_log = optarg;
+        break;
       case 'v':
         verbose = true;
         break;
@@ -365,45 +422,60 @@ main (int argc, char *argv[])
         return 0;
       default:
         usage (stderr);
-        return 2;
+        return finish (opt_or_env (termination_log, "FERRY_TERMINATION_LOG"), NULL, NULL,
+                       2);
     }
   }
-  if (argc - optind != 2) {
-    usage (stderr);
-    return 2;
-  }
-  cmd = argv[optind];
-  arg = argv[optind + 1];
+  termination_log = opt_or_env (termination_log, "FERRY_TERMINATION_LOG");
+  metrics_port_arg = opt_or_env (metrics_port_arg, "FERRY_METRICS_PORT");
+  metrics_address = opt_or_env (metrics_address, "FERRY_METRICS_ADDRESS");
+  cmd = optind < argc ? argv[optind] : NULL;
   mode = parse_progress (progress_arg);
   if ((int)mode == -1) {
     fprintf (stderr, "ferry: --progress=%s: expected auto, tty, json or none\n",
              progress_arg);
-    return 2;
+    return finish (termination_log, cmd, NULL, 2);
   }
   if (verbose)
     ferry_debug_soap = ferry_debug_http = ferry_debug_stats = 1;
   else
     log_set_handlers (NULL, quiet_debug);
+  termlog_capture_errors ();
+  if (cmd && strcmp (cmd, "cdi-import") == 0 && argc - optind == 1) {
+    /* CDI writes its own termination message (cdi.h) to /dev/termination-log. */
+    progress = progress_new (mode);
+    if (progress == NULL)
+      return 1;
+    r = cdi_import (progress, metrics_address, metrics_port_arg, termination_log,
+                    FERRY_VERSION);
+    progress_free (progress);
+    return r;
+  }
+  if (argc - optind != 2) {
+    usage (stderr);
+    return finish (termination_log, cmd, NULL, 2);
+  }
+  arg = argv[optind + 1];
 
   if (strcmp (cmd, "digest") == 0)
-    return cmd_digest (arg, size);
+    return finish (termination_log, cmd, NULL, cmd_digest (arg, size));
   if (strcmp (cmd, "validate") == 0)
-    return validate_plan (arg, json_out);
+    return finish (termination_log, cmd, NULL, validate_plan (arg, json_out));
   if (strcmp (cmd, "kube") == 0)
-    return kube_run (arg, &kube);
+    return finish (termination_log, cmd, NULL, kube_run (arg, &kube));
   if (strcmp (cmd, "migrate") != 0 && strcmp (cmd, "precopy") != 0 &&
       strcmp (cmd, "cutover") != 0 && strcmp (cmd, "status") != 0 &&
       strcmp (cmd, "cancel") != 0 && strcmp (cmd, "convert") != 0) {
     fprintf (stderr, "ferry: unknown command \"%s\" (see ferry --help)\n", cmd);
-    return 2;
+    return finish (termination_log, cmd, NULL, 2);
   }
   if (strcmp (cmd, "convert") == 0 && vm == NULL) {
     fprintf (stderr, "ferry: convert needs --vm NAME\n");
-    return 2;
+    return finish (termination_log, cmd, NULL, 2);
   }
   plan = plan_load (arg);
   if (plan == NULL)
-    return 1;
+    return finish (termination_log, cmd, NULL, 1);
   if (strcmp (cmd, "status") == 0)
     r = cmd_status (plan, json_out);
   else if (strcmp (cmd, "cancel") == 0)
@@ -412,7 +484,18 @@ main (int argc, char *argv[])
     progress = progress_new (mode);
     if (progress == NULL) {
       plan_free (plan);
-      return 1;
+      return finish (termination_log, cmd, NULL, 1);
+    }
+    /* Not for a cutover that only asks the running migrate (which serves them). */
+    if (metrics_port_arg && strcmp (metrics_port_arg, "off") != 0 &&
+        (strcmp (cmd, "cutover") != 0 || journal_runner (plan->state_dir) == 0)) {
+      metrics =
+          metrics_start (metrics_address, metrics_port_arg, progress, getenv ("OWNER_UID"));
+      if (metrics == NULL) {
+        progress_free (progress);
+        plan_free (plan);
+        return finish (termination_log, cmd, NULL, 1);
+      }
     }
     if (strcmp (cmd, "cutover") == 0)
       r = cmd_cutover (plan, at, progress);
@@ -421,8 +504,11 @@ main (int argc, char *argv[])
     else
       r = migrate_run (plan, strcmp (cmd, "precopy") == 0 ? RUN_PRECOPY : RUN_MIGRATE,
                        progress);
+    termlog_capture_errors (); /* the run restored the default handler */
+    metrics_stop (metrics);
     progress_free (progress);
   }
+  r = finish (termination_log, cmd, plan, r);
   plan_free (plan);
   return r;
 }

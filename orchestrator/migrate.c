@@ -46,6 +46,7 @@ struct vm_job {
   const char *label;
   pthread_t thread;
   bool ok;
+  bool retryable; /* failed, but for a reason that retrying later may cure */
 };
 
 struct disk_job {
@@ -58,6 +59,7 @@ struct disk_job {
   /* Results. */
   int r;
   char *error;
+  bool error_transient;
   char *target;
   uint64_t changed, fetched, zeroed;
   char digest[65];
@@ -71,7 +73,9 @@ struct disk_job {
 static struct progress *log_progress;
 static __thread bool tracking; /* a VM or disk thread: keeps its first error */
 static __thread char *thread_error;
+static __thread bool thread_error_transient; /* log_error_is_transient of thread_error */
 static char *last_error;
+static bool last_error_transient;
 static pthread_mutex_t last_error_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void
@@ -81,11 +85,14 @@ capture_error (const char *msg)
 
   snprintf (line, sizeof line, "ferry: %s", msg);
   progress_log (log_progress, line);
-  if (tracking && thread_error == NULL)
+  if (tracking && thread_error == NULL) {
     thread_error = strdup (msg);
+    thread_error_transient = log_error_is_transient ();
+  }
   pthread_mutex_lock (&last_error_lock);
   free (last_error);
   last_error = strdup (msg);
+  last_error_transient = log_error_is_transient ();
   pthread_mutex_unlock (&last_error_lock);
 }
 
@@ -115,19 +122,32 @@ drop_error (void)
   thread_error = NULL;
 }
 
-/* The first error of this thread (or the last one anywhere), malloc'd; clears it. */
+/* The first error of this thread (or the last one anywhere), malloc'd; clears it.
+ * *TRANSIENT (if not NULL) says whether retrying later may cure it (log.h).
+ */
 static char *
-take_error (const char *fallback)
+take_error_ex (const char *fallback, bool *transient)
 {
   char *e = thread_error;
+  bool t = thread_error_transient;
 
   thread_error = NULL;
+  thread_error_transient = false;
   if (e == NULL) {
     pthread_mutex_lock (&last_error_lock);
     e = last_error ? strdup (last_error) : NULL;
+    t = last_error != NULL && last_error_transient;
     pthread_mutex_unlock (&last_error_lock);
   }
+  if (transient)
+    *transient = e != NULL && t;
   return e ? e : strdup (fallback);
+}
+
+static char *
+take_error (const char *fallback)
+{
+  return take_error_ex (fallback, NULL);
 }
 
 static bool
@@ -301,7 +321,7 @@ out:
   if (dj->to_copy)
     add_to_copy (dj, -(int64_t)dj->to_copy);
   if (dj->r == -1)
-    dj->error = take_error ("the copy failed");
+    dj->error = take_error_ex ("the copy failed", &dj->error_transient);
   drop_error ();
   return NULL;
 }
@@ -484,8 +504,10 @@ do_round (struct vm_job *vj, unsigned round, bool final)
     pthread_join (djs[i].thread, NULL);
     if (djs[i].r == -1) {
       r = -1;
-      if (thread_error == NULL)
+      if (thread_error == NULL) {
         thread_error = djs[i].error, djs[i].error = NULL;
+        thread_error_transient = djs[i].error_transient;
+      }
     }
   }
   t_filled = time_monotonic ();
@@ -620,11 +642,13 @@ static void
 finish_vm (struct vm_job *vj, bool ok)
 {
   struct run *run = vj->run;
-  CLEANUP_FREE char *error = ok ? NULL : take_error ("failed");
+  bool transient = false;
+  CLEANUP_FREE char *error = ok ? NULL : take_error_ex ("failed", &transient);
   char text[4200];
 
   drop_error (); /* what failed on the way to success */
   vj->ok = ok;
+  vj->retryable = !ok && transient;
   journal_lock (run->journal);
   json_t *vm = journal_vm (run->journal, vj->label);
   char state[32];
@@ -635,6 +659,7 @@ finish_vm (struct vm_job *vj, bool ok)
                 ? strdup (json_string_value (json_object_get (vm, "error")))
                 : NULL;
     ok = true; /* not "failed": the copy stands */
+    vj->retryable = false;
   }
   if (!ok && cancelled (run)) {
     /* Not a failure: the next migrate resumes where this one stopped. */
@@ -770,6 +795,7 @@ migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress)
   sigset_t set, old;
   pthread_t sigthr;
   int failed = 0;
+  bool final_failure = false; /* a VM failed for a reason retrying will not cure */
 
   pthread_mutex_init (&run.lock, NULL);
   pthread_cond_init (&run.cond, NULL);
@@ -782,7 +808,8 @@ migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress)
   jobs = calloc (plan->vms.len, sizeof *jobs);
   names = calloc (plan->vms.len, sizeof *names);
   if (run.journal == NULL || run.sched == NULL || jobs == NULL || names == NULL) {
-    failed = 1;
+    /* Another ferry runs the plan: a later attempt will find it free. */
+    failed = run.journal == NULL && journal_runner (plan->state_dir) != 0 ? EXIT_RETRY : 1;
     goto out;
   }
   /* Signals go to the signal thread only; the threads below inherit the mask. */
@@ -810,8 +837,11 @@ migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress)
   for (size_t i = 0; i < plan->vms.len; i++) {
     if (jobs[i].thread)
       pthread_join (jobs[i].thread, NULL);
-    if (!jobs[i].ok)
+    if (!jobs[i].ok) {
       failed = 1;
+      if (!jobs[i].retryable)
+        final_failure = true;
+    }
   }
   pthread_kill (sigthr, SIGUSR1);
   pthread_join (sigthr, NULL);
@@ -826,8 +856,11 @@ migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress)
     if (req && !failed)
       unlink (req);
   }
-  if (cancelled (&run))
-    failed = 1;
+  /* Cancelled (a signal, ferry cancel) or failed only for reasons that may pass (the
+   * network, the server): a retry resumes from the journal.
+   */
+  if (cancelled (&run) || (failed && !final_failure))
+    failed = EXIT_RETRY;
 
 out:
   free (last_error);

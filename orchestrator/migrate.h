@@ -29,8 +29,13 @@ enum run_mode {
   RUN_CUTOVER, /* cut over now (ferry cutover without a running migrate) */
 };
 
-/* Run PLAN; 0 when every VM reached its goal, 1 otherwise.  Installs its own signal
- * handling for the duration.
+/* ferry's exit status for "failed, but a retry may succeed" (EX_TEMPFAIL). */
+#define EXIT_RETRY 75
+
+/* Run PLAN; 0 when every VM reached its goal; EXIT_RETRY when the run was cancelled (a
+ * signal) or every failure was transient (network, server: log_error_transient) or the
+ * plan's lock is held; 1 when a VM failed for good (plan, verification, conversion).
+ * Installs its own signal handling for the duration.
  */
 int migrate_run (struct plan *plan, enum run_mode mode, struct progress *progress);
 

@@ -19,7 +19,15 @@ struct progress_disk {
   uint64_t total, done, zero_bytes;
   double started;
   bool active;
+  double ended; /* time_monotonic () at the end, 0 while active */
   struct progress_disk *next;
+};
+
+/* What the events said of a VM (for metrics). */
+struct progress_vm_entry {
+  char *name;
+  struct progress_vm info;
+  struct progress_vm_entry *next;
 };
 
 struct progress {
@@ -31,6 +39,11 @@ struct progress {
   bool have_thread;
   struct progress_disk *disks; /* active ones, newest first */
   unsigned drawn;              /* lines of the live display on screen */
+  /* For metrics: the last transfer of each disk that ended, and what the events said of
+   * each VM.
+   */
+  struct progress_disk *ended;
+  struct progress_vm_entry *vms;
 };
 
 static void
@@ -61,7 +74,7 @@ human (uint64_t bytes, char *buf, size_t len)
 static double
 rate_of (const struct progress_disk *d, double now)
 {
-  double t = now - d->started;
+  double t = (d->ended ? d->ended : now) - d->started;
   return t > 0 ? d->done / t : 0;
 }
 
@@ -202,6 +215,19 @@ progress_free (struct progress *p)
     pthread_join (p->thread, NULL);
   if (p->mode == PROGRESS_TTY)
     clear_display (p);
+  while (p->ended) {
+    struct progress_disk *d = p->ended;
+    p->ended = d->next;
+    free (d->vm);
+    free (d->disk);
+    free (d);
+  }
+  while (p->vms) {
+    struct progress_vm_entry *v = p->vms;
+    p->vms = v->next;
+    free (v->name);
+    free (v);
+  }
   pthread_cond_destroy (&p->cond);
   pthread_mutex_destroy (&p->lock);
   free (p);
@@ -264,16 +290,104 @@ progress_disk_end (struct progress_disk *d)
     clear_display (p);
     draw_display (p);
   }
+  /* Kept (for metrics) in place of the disk's earlier transfer. */
+  d->ended = time_monotonic ();
+  for (struct progress_disk **pp = &p->ended; *pp; pp = &(*pp)->next)
+    if (strcmp ((*pp)->vm, d->vm) == 0 && strcmp ((*pp)->disk, d->disk) == 0) {
+      struct progress_disk *old = *pp;
+      *pp = old->next;
+      free (old->vm);
+      free (old->disk);
+      free (old);
+      break;
+    }
+  d->next = p->ended;
+  p->ended = d;
   pthread_mutex_unlock (&p->lock);
-  free (d->vm);
-  free (d->disk);
-  free (d);
+}
+
+/* The VM's entry, created if new; called with the lock held.  NULL on ENOMEM. */
+static struct progress_vm *
+vm_entry (struct progress *p, const char *name)
+{
+  struct progress_vm_entry *v;
+
+  for (v = p->vms; v; v = v->next)
+    if (strcmp (v->name, name) == 0)
+      return &v->info;
+  v = calloc (1, sizeof *v);
+  if (v == NULL || (v->name = strdup (name)) == NULL) {
+    free (v);
+    return NULL;
+  }
+  v->info.name = v->name;
+  v->info.state = "pending";
+  v->next = p->vms;
+  p->vms = v;
+  return &v->info;
+}
+
+/* Keep what a state, round or done event says of its VM; called with the lock held. */
+static void
+note_event (struct progress *p, json_t *event)
+{
+  static const char *const states[] = { "pending",    "copying",   "precopy-wait",
+                                        "cutover",    "verified",  "failed",
+                                        "converting", "converted", "conversion-failed" };
+  const char *kind = json_string_value (json_object_get (event, "event"));
+  const char *vm = json_string_value (json_object_get (event, "vm"));
+  const char *state = json_string_value (json_object_get (event, "state"));
+  struct progress_vm *v;
+
+  if (kind == NULL || vm == NULL || (v = vm_entry (p, vm)) == NULL)
+    return;
+  if (state) {
+    v->state = "other";
+    for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
+      if (strcmp (state, states[i]) == 0)
+        v->state = states[i];
+  }
+  if (json_is_integer (json_object_get (event, "round")))
+    v->round = json_integer_value (json_object_get (event, "round"));
+  if (strcmp (kind, "round") == 0) {
+    v->predicted_downtime =
+        json_number_value (json_object_get (event, "predictedDowntimeSeconds"));
+    v->change_rate = json_number_value (json_object_get (event, "changeRate"));
+  }
+}
+
+void
+progress_foreach (struct progress *p,
+                  void (*disk_fn) (void *, const struct progress_info *),
+                  void (*vm_fn) (void *, const struct progress_vm *), void *data)
+{
+  double now;
+
+  pthread_mutex_lock (&p->lock);
+  now = time_monotonic ();
+  for (int active = 1; active >= 0; active--)
+    for (struct progress_disk *d = active ? p->disks : p->ended; d && disk_fn;
+         d = d->next) {
+      struct progress_info info = { .vm = d->vm,
+                                    .disk = d->disk,
+                                    .round = d->round,
+                                    .done = d->done,
+                                    .total = d->total,
+                                    .zero_bytes = d->zero_bytes,
+                                    .rate = rate_of (d, now),
+                                    .active = active };
+      disk_fn (data, &info);
+    }
+  for (struct progress_vm_entry *v = p->vms; v && vm_fn; v = v->next)
+    vm_fn (data, &v->info);
+  pthread_mutex_unlock (&p->lock);
 }
 
 void
 progress_event (struct progress *p, json_t *event, const char *text)
 {
   pthread_mutex_lock (&p->lock);
+  note_event (p, event);
   if (p->mode == PROGRESS_JSON)
     emit_json (event);
   else {

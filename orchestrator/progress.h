@@ -12,6 +12,7 @@
 #ifndef FERRY_PROGRESS_H
 #define FERRY_PROGRESS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -36,6 +37,29 @@ void progress_disk_end (struct progress_disk *d);
  * no progress) TEXT is printed instead, if not NULL.  Steals EVENT.
  */
 void progress_event (struct progress *p, json_t *event, const char *text);
+
+/* For metrics: each disk transfer running now and the last one of each disk that ended
+ * (ACTIVE false), then each VM as the events described it; called with the progress
+ * lock held (the callbacks must not call back into progress).
+ */
+struct progress_info {
+  const char *vm, *disk;
+  unsigned round;
+  uint64_t done, total, zero_bytes;
+  double rate; /* bytes/s over the transfer */
+  bool active;
+};
+struct progress_vm {
+  const char *name;
+  const char *state; /* the last state event's (a static string) */
+  unsigned round;
+  double predicted_downtime; /* seconds, from the last round event */
+  double change_rate;        /* bytes/s, from the last round event */
+};
+void progress_foreach (struct progress *p,
+                       void (*disk_fn) (void *data, const struct progress_info *disk),
+                       void (*vm_fn) (void *data, const struct progress_vm *vm),
+                       void *data);
 
 /* A log line, printed above the live display. */
 void progress_log (struct progress *p, const char *msg);

@@ -23,11 +23,13 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "migrate.h"
 #include "validate.h"
 
 static json_t *concerns;
 static char *captured;     /* errors reported while one check ran */
 static bool plan_problems; /* while the plan is read: each error is a concern */
+static bool transient;     /* a check failed because the server or network did */
 
 static void concern (const char *object, const char *category, const char *fs, ...)
     __attribute__ ((format (printf, 3, 4)));
@@ -35,6 +37,8 @@ static void concern (const char *object, const char *category, const char *fs, .
 static void
 capture (const char *msg)
 {
+  if (log_error_is_transient ())
+    transient = true;
   if (plan_problems) {
     concern ("plan", "Critical", "%s", msg);
     return;
@@ -317,5 +321,6 @@ validate_plan (const char *plan_path, bool json_out)
   json_decref (ids);
   json_decref (concerns);
   plan_free (plan);
-  return critical ? 1 : 0;
+  /* Checks the server or the network kept from finishing: try again later (75). */
+  return critical ? (transient ? EXIT_RETRY : 1) : 0;
 }

@@ -62,7 +62,7 @@ stop_mid_round ()
   wait "$pid" || rc=$?
   control POST "/inject?folder-delay=0s" >/dev/null
   cat "$tmpdir/$vm.err1"
-  [ $rc = 1 ] || fail "$vm: ferry migrate stopped by $how exited $rc, not 1"
+  [ $rc = 75 ] || fail "$vm: ferry migrate stopped by $how exited $rc, not 75 (retryable)"
   ! kill -0 "$pid" 2>/dev/null || fail "$vm: ferry migrate still runs after $how"
   [ "$(vm_json "$vm" | jq '.snapshots | length')" = 0 ] || fail "$vm: a snapshot is left after $how"
   [ "$(jq -r --arg v "$vm" '.vms[$v].error' "$tmpdir/$vm.state/journal.json")" = cancelled ] ||

@@ -86,7 +86,7 @@ timeout=120 wait_for holding >/dev/null
 kill -TERM "$ferry_pid"
 rc=0
 wait "$ferry_pid" || rc=$?
-[ $rc = 1 ] || fail "ferry migrate after SIGTERM: exit $rc"
+[ $rc = 75 ] || fail "ferry migrate after SIGTERM: exit $rc, not 75 (retryable)"
 [ -z "$(ours)" ] || fail "left running after SIGTERM: $(ours | xargs ps -o pid,args -p)"
 jq -e '.vms.two.state == "converting" and .vms.two.error == "cancelled"' \
   "$tmpdir/state/journal.json" >/dev/null || fail "after SIGTERM: $(jq -c .vms.two "$tmpdir/state/journal.json")"
