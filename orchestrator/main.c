@@ -39,7 +39,8 @@ usage (FILE *fp)
           "(see ferry(1) and ferry-plan.md).\n"
           "\n"
           "Commands:\n"
-          "  validate PLAN [--json]    report every problem of the plan, touching nothing\n"
+          "  validate PLAN [--json] [--inspect]\n"
+          "                            report every problem of the plan, touching nothing\n"
           "  migrate PLAN              run the plan to the end (resumes after a crash)\n"
           "  precopy PLAN              one warm round for every VM not yet cut over\n"
           "  cutover PLAN [--at TIME]  ask the running migrate to cut over (or do it now)\n"
@@ -54,6 +55,8 @@ usage (FILE *fp)
           "  --json                    machine-readable output (validate, status)\n"
           "  --at TIME                 RFC 3339 time for cutover\n"
           "  --vm NAME                 the VM (its target name) for convert\n"
+          "  --inspect                 validate: inspect each guest too (virt-v2v)\n"
+          "  --no-inspect              migrate: no preflight inspection of the guests\n"
           "  -v, --verbose             debug messages (SOAP calls, retries)\n"
           "  --help, --version\n"
           "\n"
@@ -61,6 +64,7 @@ usage (FILE *fp)
           "\n"
           "Examples:\n"
           "  ferry validate plan.json\n"
+          "  ferry validate plan.json --inspect\n"
           "  ferry migrate plan.json\n"
           "  ferry status plan.json --json\n"
           "  ferry cutover plan.json --at 2026-12-01T02:00:00+01:00\n"
@@ -280,13 +284,25 @@ parse_progress (const char *s)
 int
 main (int argc, char *argv[])
 {
-  enum { OPT_PROGRESS = 256, OPT_JSON, OPT_AT, OPT_SIZE, OPT_VM, OPT_HELP, OPT_VERSION };
+  enum {
+    OPT_PROGRESS = 256,
+    OPT_JSON,
+    OPT_AT,
+    OPT_SIZE,
+    OPT_VM,
+    OPT_HELP,
+    OPT_VERSION,
+    OPT_INSPECT,
+    OPT_NO_INSPECT
+  };
   static const struct option long_options[] = {
     { "progress", required_argument, NULL, OPT_PROGRESS },
     { "json", no_argument, NULL, OPT_JSON },
     { "at", required_argument, NULL, OPT_AT },
     { "size", required_argument, NULL, OPT_SIZE },
     { "vm", required_argument, NULL, OPT_VM },
+    { "inspect", no_argument, NULL, OPT_INSPECT },
+    { "no-inspect", no_argument, NULL, OPT_NO_INSPECT },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -294,7 +310,7 @@ main (int argc, char *argv[])
   };
   const char *progress_arg = getenv ("FERRY_PROGRESS"), *at = NULL, *size = NULL;
   const char *vm = NULL;
-  bool json_out = false, verbose = false;
+  bool json_out = false, verbose = false, inspect = false, no_inspect = false;
   enum progress_mode mode;
   const char *cmd, *arg;
   struct plan *plan;
@@ -317,6 +333,12 @@ main (int argc, char *argv[])
         break;
       case OPT_VM:
         vm = optarg;
+        break;
+      case OPT_INSPECT:
+        inspect = true;
+        break;
+      case OPT_NO_INSPECT:
+        no_inspect = true;
         break;
       case 'v':
         verbose = true;
@@ -352,7 +374,7 @@ main (int argc, char *argv[])
   if (strcmp (cmd, "digest") == 0)
     return cmd_digest (arg, size);
   if (strcmp (cmd, "validate") == 0)
-    return validate_plan (arg, json_out);
+    return validate_plan (arg, json_out, inspect);
   if (strcmp (cmd, "migrate") != 0 && strcmp (cmd, "precopy") != 0 &&
       strcmp (cmd, "cutover") != 0 && strcmp (cmd, "status") != 0 &&
       strcmp (cmd, "cancel") != 0 && strcmp (cmd, "convert") != 0) {
@@ -366,6 +388,8 @@ main (int argc, char *argv[])
   plan = plan_load (arg);
   if (plan == NULL)
     return 1;
+  if (no_inspect)
+    plan->preflight_inspection = false;
   if (strcmp (cmd, "status") == 0)
     r = cmd_status (plan, json_out);
   else if (strcmp (cmd, "cancel") == 0)
