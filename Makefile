@@ -200,7 +200,7 @@ help:
 	@echo "make check-valgrind  unit, plugin, cache and ferryfs tests under valgrind memcheck"
 	@echo "make fuzz         libFuzzer targets, each for FUZZ_SECONDS (fuzz/README.md)"
 	@echo "make bench        benchmarks against peers measured in the same run"
-	@echo "make demo         a warm migration with ferry on the built-in vSphere double"
+	@echo "make demo         a real guest migrated warm, inspected, converted and booted"
 	@echo "make install      install everything (DESTDIR, PREFIX; the plugin into nbdkit's plugindir)"
 	@echo "make lint         cppcheck, shellcheck, clang-format"
 	@echo "make clean        remove build products"

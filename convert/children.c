@@ -101,7 +101,7 @@ probe (void)
       child_run (argv, plain, NULL, NULL, &status) == 0 && status != 0) {
     use_tcg = true;
     child_env = env_with (tcg);
-    log_info ("libguestfs cannot use KVM here; converting under TCG (slower)");
+    log_info ("libguestfs cannot use KVM here; running it under TCG (slower)");
   }
   if (child_env == NULL)
     child_env = plain;

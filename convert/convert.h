@@ -132,4 +132,52 @@ json_t *convert_claim (const struct manifest_params *p, const struct manifest_di
 /* JSON value -> block-style YAML document (strings double-quoted), appended to FP. */
 void convert_yaml_emit (FILE *fp, json_t *doc);
 
+/* --- read-only NBD exports on localhost (nbdserve.c) --- */
+
+/* Reads COUNT bytes at OFFSET of disk DISK into BUF: 0, or -1 (reported). */
+typedef int (*convert_read_fn) (void *opaque, size_t disk, void *buf, size_t count,
+                                uint64_t offset);
+struct convert_nbd;
+
+/* Serve N disks of SIZES bytes read-only, disk I on its own 127.0.0.1 TCP port, the
+ * bytes from READ; until convert_nbd_stop.  NULL on error (reported).
+ */
+struct convert_nbd *convert_nbd_serve (const uint64_t *sizes, size_t n,
+                                       convert_read_fn read, void *opaque);
+int convert_nbd_port (const struct convert_nbd *s, size_t i);
+/* Bytes the clients have read so far. */
+uint64_t convert_nbd_bytes_served (struct convert_nbd *s);
+/* Close every connection and port (NULL is fine). */
+void convert_nbd_stop (struct convert_nbd *s);
+
+/* --- the preflight inspection (inspect.c) --- */
+
+struct convert_inspect_params {
+  json_t *description; /* source_describe (borrowed) */
+  const int *ports;    /* disk I served read-only on localhost:PORTS[I] */
+  size_t nr_disks;
+  const char *work_dir; /* inspect.xml, inspection.xml, inspection.log go here */
+  /* Let the inspector finish its conversion in its throwaway overlay (the XML's disk
+   * estimates, conversion-time failures) instead of stopping it once the conversion
+   * begins (open, inspect, free space and the choice of conversion have passed then).
+   */
+  bool full;
+  void (*progress) (void *opaque, double percent, const char *stage);
+  void *opaque;
+  const volatile sig_atomic_t *cancel;
+};
+
+/* Run virt-v2v-inspector -v over the exports: {"convertible": bool, "error": virt-v2v's
+ * words when not, "os": {name, distro, major_version, minor_version, product_name, arch,
+ * root, ...}, "firmware" (bios, uefi), "full" (it ran to the end), with FULL "disks":
+ * [{virtualSize, estimatedAllocated}], "warnings", "seconds", "tcg", "log"}.  NULL when
+ * it could not run or was cancelled (reported).
+ */
+json_t *convert_inspect (struct convert_inspect_params *p);
+
+/* virt-v2v-inspector's XML output -> the "os", "firmware" and "disks" of the result;
+ * NULL when it does not parse.
+ */
+json_t *convert_parse_inspection (const char *xml, size_t len);
+
 #endif /* FERRY_CONVERT_H */

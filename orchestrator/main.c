@@ -43,7 +43,8 @@ usage (FILE *fp)
           "(see ferry(1) and ferry-plan.md).\n"
           "\n"
           "Commands:\n"
-          "  validate PLAN [--json]    report every problem of the plan, touching nothing\n"
+          "  validate PLAN [--json] [--inspect]\n"
+          "                            report every problem of the plan, touching nothing\n"
           "  migrate PLAN              run the plan to the end (resumes after a crash)\n"
           "  precopy PLAN              one warm round for every VM not yet cut over\n"
           "  cutover PLAN [--at TIME]  ask the running migrate to cut over (or do it now)\n"
@@ -73,6 +74,8 @@ usage (FILE *fp)
           "                            $FERRY_METRICS_ADDRESS)\n"
           "  --termination-log=PATH    a JSON result (< 4096 bytes) written at exit\n"
           "                            ($FERRY_TERMINATION_LOG)\n"
+          "  --inspect                 validate: inspect each guest too (virt-v2v)\n"
+          "  --no-inspect              migrate: no preflight inspection of the guests\n"
           "  -v, --verbose             debug messages (SOAP calls, retries)\n"
           "  --help, --version\n"
           "\n"
@@ -81,6 +84,7 @@ usage (FILE *fp)
           "\n"
           "Examples:\n"
           "  ferry validate plan.json\n"
+          "  ferry validate plan.json --inspect\n"
           "  ferry migrate plan.json\n"
           "  ferry status plan.json --json\n"
           "  ferry cutover plan.json --at 2026-12-01T02:00:00+01:00\n"
@@ -333,7 +337,9 @@ main (int argc, char *argv[])
     OPT_IMAGE,
     OPT_NAMESPACE,
     OPT_OUTPUT,
-    OPT_SECRET
+    OPT_SECRET,
+    OPT_INSPECT,
+    OPT_NO_INSPECT
   };
   static const struct option long_options[] = {
     { "progress", required_argument, NULL, OPT_PROGRESS },
@@ -344,6 +350,8 @@ main (int argc, char *argv[])
     { "metrics-port", required_argument, NULL, OPT_METRICS_PORT },
     { "metrics-address", required_argument, NULL, OPT_METRICS_ADDRESS },
     { "termination-log", required_argument, NULL, OPT_TERMINATION_LOG },
+    { "inspect", no_argument, NULL, OPT_INSPECT },
+    { "no-inspect", no_argument, NULL, OPT_NO_INSPECT },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, OPT_HELP },
     { "version", no_argument, NULL, OPT_VERSION },
@@ -360,6 +368,7 @@ main (int argc, char *argv[])
   struct metrics *metrics = NULL;
   bool json_out = false, verbose = false;
   struct kube_options kube = { .shard_by = SHARD_BY_HOST };
+  bool inspect = false, no_inspect = false;
   enum progress_mode mode;
   const char *cmd, *arg;
   struct plan *plan;
@@ -411,6 +420,12 @@ main (int argc, char *argv[])
       case OPT_TERMINATION_LOG:
         termination_log = optarg;
         break;
+      case OPT_INSPECT:
+        inspect = true;
+        break;
+      case OPT_NO_INSPECT:
+        no_inspect = true;
+        break;
       case 'v':
         verbose = true;
         break;
@@ -460,7 +475,7 @@ main (int argc, char *argv[])
   if (strcmp (cmd, "digest") == 0)
     return finish (termination_log, cmd, NULL, cmd_digest (arg, size));
   if (strcmp (cmd, "validate") == 0)
-    return finish (termination_log, cmd, NULL, validate_plan (arg, json_out));
+    return finish (termination_log, cmd, NULL, validate_plan (arg, json_out, inspect));
   if (strcmp (cmd, "kube") == 0)
     return finish (termination_log, cmd, NULL, kube_run (arg, &kube));
   if (strcmp (cmd, "migrate") != 0 && strcmp (cmd, "precopy") != 0 &&
@@ -476,6 +491,8 @@ main (int argc, char *argv[])
   plan = plan_load (arg);
   if (plan == NULL)
     return finish (termination_log, cmd, NULL, 1);
+  if (no_inspect)
+    plan->preflight_inspection = false;
   if (strcmp (cmd, "status") == 0)
     r = cmd_status (plan, json_out);
   else if (strcmp (cmd, "cancel") == 0)

@@ -23,6 +23,7 @@
 #include "common/util.h"
 #include "conversion.h"
 #include "diskcache/source-ops.h"
+#include "inspection.h"
 #include "journal.h"
 #include "migrate.h"
 #include "sched.h"
@@ -681,6 +682,72 @@ finish_vm (struct vm_job *vj, bool ok)
                   text);
 }
 
+/* The preflight inspection before round 1 (inspection.h): -1 when it could not run or
+ * virt-v2v cannot convert the guest, which is then refused before a byte is copied.  An
+ * earlier run's success stands.
+ */
+static int
+preflight (struct vm_job *vj)
+{
+  struct run *run = vj->run;
+  CLEANUP_FREE char *dir = journal_path (run->plan->state_dir, vj->label);
+  char text[1024];
+  json_t *r;
+  bool done;
+
+  journal_lock (run->journal);
+  done = json_is_true (json_object_get (
+      json_object_get (journal_vm (run->journal, vj->label), "inspection"), "convertible"));
+  journal_unlock (run->journal);
+  if (done)
+    return 0;
+  if (dir == NULL || (mkdir (dir, 0700) == -1 && errno != EEXIST)) {
+    log_error ("%s: %m", dir ? dir : run->plan->state_dir);
+    return -1;
+  }
+  set_state (vj, "inspecting", 0);
+  struct inspection in = { .plan = run->plan,
+                           .pvm = vj->pvm,
+                           .work_dir = dir,
+                           .progress = run->progress,
+                           .cancel = &run->cancel };
+  r = inspection_vm (&in);
+  if (r == NULL)
+    return -1;
+  journal_lock (run->journal);
+  json_object_set (journal_vm (run->journal, vj->label), "inspection", r);
+  journal_save (run->journal);
+  journal_unlock (run->journal);
+  if (!json_is_true (json_object_get (r, "convertible"))) {
+    log_error ("%s: the preflight inspection found that virt-v2v cannot convert this "
+               "guest, so nothing is copied (set \"preflightInspection\": false or "
+               "\"skipGuestConversion\": true to copy it anyway): %s",
+               vj->label, json_string_value (json_object_get (r, "error")));
+    json_decref (r);
+    return -1;
+  }
+  json_t *os = json_object_get (r, "os");
+  snprintf (text, sizeof text,
+            "ferry: %s: inspected: %s %s, root %s, firmware %s: virt-v2v can convert it "
+            "(read %" JSON_INTEGER_FORMAT " bytes of %" JSON_INTEGER_FORMAT ", %.0f s)",
+            vj->label, json_string_value (json_object_get (os, "distro")),
+            json_string_value (json_object_get (os, "product_name")),
+            json_string_value (json_object_get (os, "root")),
+            json_string_value (json_object_get (r, "firmware")),
+            json_integer_value (json_object_get (r, "bytesRead")),
+            json_integer_value (json_object_get (r, "diskBytes")),
+            json_number_value (json_object_get (r, "seconds")));
+  progress_event (run->progress,
+                  json_pack ("{s:s, s:s, s:b, s:I, s:I}", "event", "inspected", "vm",
+                             vj->label, "convertible", 1, "bytesRead",
+                             json_integer_value (json_object_get (r, "bytesRead")),
+                             "bytesFetched",
+                             json_integer_value (json_object_get (r, "bytesFetched"))),
+                  text);
+  json_decref (r);
+  return 0;
+}
+
 static void *
 vm_thread (void *arg)
 {
@@ -708,6 +775,8 @@ vm_thread (void *arg)
     }
     goto convert;
   }
+  if (round == 0 && !cutting_over && inspection_wanted (run->plan) && preflight (vj) == -1)
+    goto fail;
   if (run->mode == RUN_PRECOPY) {
     if (cutting_over) {
       log_info ("%s: already cutting over; no precopy round", vj->label);

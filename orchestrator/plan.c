@@ -393,6 +393,7 @@ plan_load (const char *path)
                                       "shutdownTimeoutSeconds",
                                       "enableCBT",
                                       "skipGuestConversion",
+                                      "preflightInspection",
                                       "stateDir",
                                       "storageMap",
                                       "vms",
@@ -446,6 +447,7 @@ plan_load (const char *path)
       get_unsigned (&l, root, "plan", "shutdownTimeoutSeconds", 300, 0, 86400);
   p->enable_cbt = get_bool (&l, root, "plan", "enableCBT", false);
   p->skip_guest_conversion = get_bool (&l, root, "plan", "skipGuestConversion", false);
+  p->preflight_inspection = get_bool (&l, root, "plan", "preflightInspection", true);
   p->state_dir = get_string (&l, root, "plan", "stateDir", true);
   load_storage_map (&l, p, json_object_get (root, "storageMap"));
   load_vms (&l, p, json_object_get (root, "vms"));

@@ -71,6 +71,7 @@ struct plan {
   unsigned shutdown_timeout;
   bool enable_cbt;
   bool skip_guest_conversion; /* raw copy: no virt-v2v, SATA + e1000e in vm.yaml */
+  bool preflight_inspection;  /* migrate inspects each VM before round 1 (default on) */
   char *state_dir;
   storage_map storage;
   plan_vm_vector vms;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +24,16 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "inspection.h"
 #include "migrate.h"
 #include "validate.h"
 
 static json_t *concerns;
-static char *captured;     /* errors reported while one check ran */
-static bool plan_problems; /* while the plan is read: each error is a concern */
-static bool transient;     /* a check failed because the server or network did */
+static json_t *inspections;        /* --inspect: VM label -> the inspection's result */
+static volatile sig_atomic_t stop; /* SIGTERM during --inspect: the snapshot goes */
+static char *captured;             /* errors reported while one check ran */
+static bool plan_problems;         /* while the plan is read: each error is a concern */
+static bool transient;             /* a check failed because the server or network did */
 
 static void concern (const char *object, const char *category, const char *fs, ...)
     __attribute__ ((format (printf, 3, 4)));
@@ -267,8 +271,100 @@ check_vm (const struct plan *plan, const struct plan_vm *pvm, seen_vector *seen,
   free (take_captured ());
 }
 
+static void
+on_signal (int sig)
+{
+  stop = sig;
+}
+
+/* The one-line summary of what the inspector read: "read 9.1 MiB (9.1 MiB fetched) of
+ * 1.0 GiB in 62 s (TCG)".
+ */
+static void
+inspection_cost (json_t *r, char *buf, size_t len)
+{
+  char a[32], b[32], c[32];
+
+  human (json_integer_value (json_object_get (r, "bytesRead")), a, sizeof a);
+  human (json_integer_value (json_object_get (r, "bytesFetched")), b, sizeof b);
+  human (json_integer_value (json_object_get (r, "diskBytes")), c, sizeof c);
+  snprintf (buf, len, "read %s (%s fetched) of %s through ferry's snapshot in %.0f s%s", a,
+            b, c, json_number_value (json_object_get (r, "seconds")),
+            json_is_true (json_object_get (r, "tcg")) ? " (TCG)" : "");
+}
+
+/* ferry validate --inspect: the preflight inspection of one VM, as concerns. */
+static void
+inspect_vm (const struct plan *plan, const struct plan_vm *pvm)
+{
+  const char *label = plan_vm_label (pvm);
+  char object[512], cost[256], tmpl[4096];
+  const char *tmp = getenv ("TMPDIR");
+  json_t *r, *os, *w;
+  size_t i;
+
+  snprintf (object, sizeof object, "vm %s", label);
+  if (plan->skip_guest_conversion) {
+    concern (object, "Information",
+             "inspection skipped: the plan copies the disks raw (skipGuestConversion)");
+    return;
+  }
+  /* validate writes nothing of the plan's: the inspector's files go to a temporary
+   * directory, removed after.
+   */
+  snprintf (tmpl, sizeof tmpl, "%s/ferry-inspect.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (mkdtemp (tmpl) == NULL) {
+    concern (object, "Critical", "inspection: %s: %s", tmpl, strerror (errno));
+    return;
+  }
+  free (take_captured ());
+  struct inspection in = { .plan = plan, .pvm = pvm, .work_dir = tmpl, .cancel = &stop };
+  r = inspection_vm (&in);
+  CLEANUP_FREE char *why = take_captured ();
+  const char *const files[] = { "inspect.xml", "inspection.xml", "inspection.log", NULL };
+  for (i = 0; files[i]; i++) {
+    char path[4200];
+    snprintf (path, sizeof path, "%s/%s", tmpl, files[i]);
+    unlink (path);
+  }
+  rmdir (tmpl);
+  if (r == NULL) {
+    concern (object, "Critical", "inspection could not run: %s",
+             stop  ? "cancelled"
+             : why ? why
+                   : "?");
+    return;
+  }
+  json_object_del (r, "log"); /* removed with the temporary directory */
+  json_object_set (inspections, label, r);
+  inspection_cost (r, cost, sizeof cost);
+  if (!json_is_true (json_object_get (r, "convertible"))) {
+    concern (object, "Critical", "inspection: virt-v2v cannot convert this guest: %s (%s)",
+             json_string_value (json_object_get (r, "error")), cost);
+    json_decref (r);
+    return;
+  }
+  os = json_object_get (r, "os");
+  concern (object, "Information",
+           "inspection: %s %s %lld.%lld (%s), %s, firmware %s, root %s: virt-v2v can "
+           "convert it (%s)",
+           json_string_value (json_object_get (os, "name")),
+           json_string_value (json_object_get (os, "distro")),
+           (long long)json_integer_value (json_object_get (os, "major_version")),
+           (long long)json_integer_value (json_object_get (os, "minor_version")),
+           json_string_value (json_object_get (os, "product_name")),
+           json_string_value (json_object_get (os, "arch")),
+           json_string_value (json_object_get (r, "firmware")),
+           json_string_value (json_object_get (os, "root")), cost);
+  json_array_foreach (json_object_get (r, "warnings"), i, w)
+  {
+    concern (object, "Warning", "virt-v2v-inspector: %s", json_string_value (w));
+  }
+  json_decref (r);
+}
+
 int
-validate_plan (const char *plan_path, bool json_out)
+validate_plan (const char *plan_path, bool json_out, bool inspect)
 {
   struct plan *plan;
   seen_vector seen = empty_vector;
@@ -277,6 +373,7 @@ validate_plan (const char *plan_path, bool json_out)
   json_t *c;
 
   concerns = json_array ();
+  inspections = json_object ();
   log_set_error_handler (capture);
   log_set_info_handler (capture);
   log_set_warning_handler (capture_warning);
@@ -286,6 +383,16 @@ validate_plan (const char *plan_path, bool json_out)
   if (plan != NULL) {
     for (size_t v = 0; v < plan->vms.len; v++)
       check_vm (plan, &plan->vms.ptr[v], &seen, ids);
+  }
+  if (plan != NULL && inspect) {
+    struct sigaction sa = { .sa_handler = on_signal }, old[3];
+    const int sigs[3] = { SIGTERM, SIGINT, SIGHUP };
+    for (int k = 0; k < 3; k++)
+      sigaction (sigs[k], &sa, &old[k]);
+    for (size_t v = 0; v < plan->vms.len && !stop; v++)
+      inspect_vm (plan, &plan->vms.ptr[v]);
+    for (int k = 0; k < 3; k++)
+      sigaction (sigs[k], &old[k], NULL);
   }
   log_set_error_handler (NULL);
   log_set_info_handler (NULL);
@@ -298,6 +405,8 @@ validate_plan (const char *plan_path, bool json_out)
   }
   if (json_out) {
     json_t *out = json_pack ("{s:b, s:O}", "ready", critical == 0, "concerns", concerns);
+    if (inspect)
+      json_object_set (out, "inspections", inspections);
     json_dumpf (out, stdout, JSON_INDENT (2));
     putchar ('\n');
     json_decref (out);
@@ -320,7 +429,10 @@ validate_plan (const char *plan_path, bool json_out)
   seen_vector_reset (&seen);
   json_decref (ids);
   json_decref (concerns);
+  json_decref (inspections);
   plan_free (plan);
   /* Checks the server or the network kept from finishing: try again later (75). */
+  if (stop)
+    return EXIT_RETRY; /* cancelled by a signal: retryable */
   return critical ? (transient ? EXIT_RETRY : 1) : 0;
 }

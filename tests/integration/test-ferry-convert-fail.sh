@@ -16,7 +16,9 @@ create_vm blank "disks=64M&cbt=1&power=off" >/dev/null
 make_sparse_disk "$tmpdir/d0" 64M 0:8 500:8
 place_disk blank 2000 "$tmpdir/d0"
 make_targets blank 1
-write_plan "$tmpdir/plan.json" '.skipGuestConversion = false | .vms = [{"name": "blank"}]'
+# No preflight: it would refuse this VM before the copy (test-ferry-inspect.sh).
+write_plan "$tmpdir/plan.json" '.skipGuestConversion = false | .preflightInspection = false |
+  .vms = [{"name": "blank"}]'
 target=$tmpdir/pvc/blank-disk0/disk.img
 results=$tmpdir/state/results.json
 

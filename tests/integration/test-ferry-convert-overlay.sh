@@ -21,7 +21,8 @@ place_disk two 2000 "$tmpdir/d0"
 make_sparse_disk "$tmpdir/d1" 32M 1:4
 place_disk two 2001 "$tmpdir/d1"
 make_targets two 2
-write_plan "$tmpdir/plan.json" '.skipGuestConversion = false | .vms = [{"name": "two"}]'
+write_plan "$tmpdir/plan.json" '.skipGuestConversion = false | .preflightInspection = false |
+  .vms = [{"name": "two"}]'
 
 mkdir -p "$tmpdir/bin"
 cat >"$tmpdir/bin/virt-v2v-in-place" <<EOF

@@ -65,7 +65,7 @@ export PASSWORD='Zq9-conv-S3cret' FERRY_USER=admin
 create_vm guestlab "disks=1G&power=on&cbt=1&cpus=2&memory=1024" >/dev/null
 place_disk guestlab 2000 "$tmpdir/guest.img"
 make_targets guestlab 1
-write_plan "$tmpdir/plan.json" '.skipGuestConversion = false | .warm = true |
+write_plan "$tmpdir/plan.json" '.skipGuestConversion = false | .warm = true | .preflightInspection = false |
   .precopyIntervalSeconds = 3600 | .vms = [{"name": "guestlab"}]'
 target=$tmpdir/pvc/guestlab-disk0/disk.img
 cp --sparse=always "$tmpdir/guest.img" "$tmpdir/current.img"
