@@ -135,12 +135,19 @@ connect_imageio (const struct rhv_config *config, json_t *j, struct rhv_transfer
   if (turl) {
     CLEANUP_FREE char *base = NULL, *path = NULL;
     if (split_url (turl, &base, &path) == 0 && resolvable (base)) {
-      if (try_imageio (config, turl, t) == 0)
+      /* With a proxy to fall back to, the host's failure is not an error (yet): it goes
+       * to the debug log, and into the line that says we fall back.
+       */
+      bool was = purl ? log_errors_as_debug (true) : false;
+      int r = try_imageio (config, turl, t);
+      if (purl)
+        log_errors_as_debug (was);
+      if (r == 0)
         return 0;
       if (purl)
-        log_info ("%s: transfer %s: the host's imageio at %s cannot be used; trying the "
-                  "engine's proxy %s",
-                  what, t->id, base, purl);
+        log_info ("%s: transfer %s: the host's imageio at %s cannot be used (%s); trying "
+                  "the engine's proxy %s",
+                  what, t->id, base, log_last_demoted (), purl);
     } else
       log_debug ("%s: transfer %s: the host in %s cannot be resolved here; using the "
                  "proxy",

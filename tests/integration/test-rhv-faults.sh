@@ -25,7 +25,8 @@ read_ok ()
   qemu-img compare -U -f raw -F qcow2 "$tmpdir/copy" "$path"
 }
 
-# imageio URL: proxy for an unknown host (the default), direct, proxy after a refusal.
+# imageio URL: proxy for an unknown host (the default), direct, proxy after a refusal,
+# which is not logged as an error.
 for mode in unresolvable direct refused; do
   rhv_fault "{\"transfer_url\": \"$mode\"}"
   : >"$tmpdir/nbdkit.err"
@@ -36,8 +37,11 @@ for mode in unresolvable direct refused; do
   [ $mode != direct ] || want=127.0.0.1
   grep -q "transfer .* on https://$want:" "$tmpdir/nbdkit.err" || fail "$mode: not read from $want"
   if [ $mode = refused ]; then
-    grep -q "cannot be used; trying the engine's proxy" "$tmpdir/nbdkit.err" || fail "$mode: no fallback message"
+    grep -q "cannot be used (.*connect.*); trying the engine's proxy" "$tmpdir/nbdkit.err" ||
+      fail "$mode: no fallback message with the reason: $(grep -i "proxy\|error" "$tmpdir/nbdkit.err")"
   fi
+  # A failure ferry recovered from (the fallback) is no error.
+  if grep 'error:' "$tmpdir/nbdkit.err"; then fail "$mode: error lines on a recovered fallback"; fi
 done
 rhv_fault '{"transfer_url": "unresolvable"}'
 
