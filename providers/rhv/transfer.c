@@ -162,8 +162,8 @@ connect_imageio (const struct rhv_config *config, json_t *j, struct rhv_transfer
 
 int
 rhv_transfer_start (struct rhv_engine *e, const struct rhv_config *config,
-                    const char *disk_id, const char *backup_id, const char *what,
-                    struct rhv_transfer *t)
+                    const char *disk_id, const char *backup_id, const char *snapshot_id,
+                    const char *what, struct rhv_transfer *t)
 {
   CLEANUP_FREE char *body = NULL, *path = NULL;
   json_t *j = NULL;
@@ -174,7 +174,13 @@ rhv_transfer_start (struct rhv_engine *e, const struct rhv_config *config,
   memset (t, 0, sizeof *t);
   t->disk_id = strdup (disk_id);
   t->backup_id = backup_id ? strdup (backup_id) : NULL;
-  if (backup_id)
+  t->snapshot_id = snapshot_id ? strdup (snapshot_id) : NULL;
+  /* A disk snapshot: format raw serves it with the layers below it, at virtual size. */
+  if (snapshot_id)
+    body = rhv_xml ("image_transfer", "snapshot@id", snapshot_id, "direction", "download",
+                    "format", "raw", "inactivity_timeout", INACTIVITY_TIMEOUT,
+                    "timeout_policy", "cancel", (const char *)NULL);
+  else if (backup_id)
     body = rhv_xml ("image_transfer", "disk@id", disk_id, "backup@id", backup_id,
                     "direction", "download", "format", "raw", "inactivity_timeout",
                     INACTIVITY_TIMEOUT, "timeout_policy", "cancel", (const char *)NULL);
@@ -349,6 +355,7 @@ rhv_transfer_free (struct rhv_transfer *t)
   free (t->id);
   free (t->disk_id);
   free (t->backup_id);
+  free (t->snapshot_id);
   free (t->url);
   free (t->path);
   memset (t, 0, sizeof *t);

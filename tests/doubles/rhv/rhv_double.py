@@ -83,7 +83,8 @@ def vm_json(vm, follow=False):
 def disk_json(d):
     return {"id": d["id"], "alias": d["alias"], "name": d["alias"],
             "provisioned_size": d["size"], "actual_size": os.path.getsize(d["path"]),
-            "format": "cow", "sparse": True, "backup": d["backup"],
+            "format": "cow" if d["format"] == "qcow2" or d["snapshots"] else "raw",
+            "sparse": True, "backup": d["backup"], "image_id": d["volume"],
             "storage_type": "image", "status": d["status"], "content_type": "data",
             "qcow_version": "qcow2_v3",
             "storage_domains": {"storage_domain": [{"id": SD["id"]}]},
@@ -135,11 +136,13 @@ def backup_json(b):
 
 
 def start_nbd(t, disk, bitmap):
+    """qemu-nbd over the transfer's volume and its backing chain (format raw)."""
     sock = os.path.join(ARGS.dir, "nbd-%s.sock" % t["id"])
-    cmd = ["qemu-nbd", "-r", "-t", "-f", "qcow2", "-A", "-e", "8", "-x", "", "-k", sock]
+    fmt = volume_format(disk, t["path"])
+    cmd = ["qemu-nbd", "-r", "-t", "-f", fmt, "-A", "-e", "8", "-x", "", "-k", sock]
     if bitmap:
         cmd += ["-B", bitmap]
-    cmd.append(disk["path"])
+    cmd.append(t["path"])
     t["proc"] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t["sock"] = sock
     deadline = time.monotonic() + 10
@@ -147,6 +150,58 @@ def start_nbd(t, disk, bitmap):
         if t["proc"].poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("qemu-nbd: " + t["proc"].stderr.read().decode(errors="replace"))
         time.sleep(0.01)
+
+
+def volume_format(disk, path):
+    """The base volume of a raw disk is raw; every snapshot layer is qcow2."""
+    return disk["format"] if path == disk["base"] else "qcow2"
+
+
+def disk_snapshot_json(disk, ds):
+    return {"id": ds["id"], "disk": {"id": disk["id"]}, "snapshot": {"id": ds["snapshot"]},
+            "parent": {"id": ds["parent"]} if ds["parent"] else None,
+            "provisioned_size": disk["size"], "actual_size": os.path.getsize(ds["path"]),
+            "format": "cow" if ds["path"] != disk["base"] or disk["format"] == "qcow2"
+            else "raw", "status": "ok", "content_type": "data",
+            "href": "/ovirt-engine/api/disks/%s/disksnapshots/%s" % (disk["id"], ds["id"])}
+
+
+def snapshot_json(vm, sn):
+    return {"id": sn["id"], "description": sn["description"], "snapshot_type": "regular",
+            "snapshot_status": "ok", "persist_memorystate": False, "vm": {"id": vm["id"]},
+            "href": "/ovirt-engine/api/vms/%s/snapshots/%s" % (vm["id"], sn["id"])}
+
+
+def make_snapshot(vm, description):
+    """A VM snapshot: each disk's active volume becomes a read-only disk snapshot and a new
+    qcow2 volume on top of it takes the guest's writes.  Returns None, or a fault."""
+    for did in vm["disks"]:
+        if STATE["disks"][did]["status"] != "ok":
+            return "[Cannot create Snapshot. Disk %s is locked.]" % STATE["disks"][did]["alias"]
+    sid = str(uuid.uuid4())
+    for did in vm["disks"]:
+        disk = STATE["disks"][did]
+        old, vol = disk["path"], str(uuid.uuid4())
+        new = os.path.join(ARGS.dir, "%s-%s.qcow2" % (did, vol))
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", old, "-F",
+            volume_format(disk, old), new)
+        parent = disk["snapshots"][-1]["id"] if disk["snapshots"] else None
+        disk["snapshots"].append({"id": disk["volume"], "path": old, "snapshot": sid,
+                                  "parent": parent})
+        disk["path"], disk["volume"] = new, vol
+        # Bitmaps stay in the old layer and miss the new one's writes: from now on
+        # backups since an older checkpoint are full (conservative, never stale).
+        disk["bitmaps"] = []
+    vm["snapshots"].append({"id": sid, "description": description})
+    return sid
+
+
+def find_disk_snapshot(dsid):
+    for disk in STATE["disks"].values():
+        for ds in disk["snapshots"]:
+            if ds["id"] == dsid:
+                return disk, ds
+    return None, None
 
 
 def end_transfer(t, phase):
@@ -310,6 +365,8 @@ class EngineHandler(Handler):
                 return vm_json(vm, follow)
             if p[2:] == ["diskattachments"]:
                 return {"disk_attachment": attachments(vm, False)}
+            if p[2:] == ["snapshots"]:
+                return {"snapshot": [snapshot_json(vm, sn) for sn in vm["snapshots"]]}
             if p[2:] == ["checkpoints"]:
                 return {"checkpoint": [{"id": c["id"], "parent_id": c["parent"],
                                         "state": "created", "vm": {"id": vm["id"]}}
@@ -329,6 +386,9 @@ class EngineHandler(Handler):
             return None
         if p[0] == "disks" and len(p) == 2 and p[1] in s["disks"]:
             return disk_json(s["disks"][p[1]])
+        if p[0] == "disks" and p[2:] == ["disksnapshots"] and p[1] in s["disks"]:
+            d = s["disks"][p[1]]
+            return {"disk_snapshot": [disk_snapshot_json(d, ds) for ds in d["snapshots"]]}
         if p == ["storagedomains", SD["id"]]:
             return {"id": SD["id"], "name": SD["name"], "type": "data"}
         if p[0] == "imagetransfers" and len(p) == 2 and p[1] in s["transfers"]:
@@ -377,6 +437,12 @@ class EngineHandler(Handler):
                 return self.send(200, strs({"status": "complete"}))
             if p[2] == "backups" and len(p) == 3:
                 return self.new_backup(vm, root)
+            if p[2] == "snapshots" and len(p) == 3:
+                sid = make_snapshot(vm, root.findtext("description") or "")
+                if sid.startswith("["):
+                    return self.fault(409, "Operation Failed", sid)
+                return self.send(201, strs(dict(snapshot_json(vm, vm["snapshots"][-1]),
+                                                snapshot_status="locked")))
             if p[2] == "backups" and len(p) == 5 and p[3] in s["backups"] and \
                     p[4] == "finalize":
                 b = s["backups"][p[3]]
@@ -391,8 +457,15 @@ class EngineHandler(Handler):
 
     def new_transfer(self, root):
         s = STATE
-        disk_el = root.find("disk")
+        disk_el, snap_el = root.find("disk"), root.find("snapshot")
         did = disk_el.get("id") if disk_el is not None else None
+        dsnap = None
+        if snap_el is not None:
+            disk, dsnap = find_disk_snapshot(snap_el.get("id"))
+            if dsnap is None:
+                return self.fault(404, "Not Found", "[Cannot transfer Virtual Disk: disk "
+                                  "snapshot %s does not exist]" % snap_el.get("id"))
+            did = disk["id"]
         if did not in s["disks"]:
             return self.fault(404, "Not Found", "[Cannot transfer Virtual Disk: disk %s "
                               "does not exist]" % did)
@@ -413,7 +486,7 @@ class EngineHandler(Handler):
             return self.fault(409, "Operation Failed",
                               "[Cannot transfer Virtual Disk: Disk is locked. Please try "
                               "again later.]")
-        if backup is None and vm["status"] != "down":
+        if backup is None and dsnap is None and vm["status"] != "down":
             return self.fault(409, "Operation Failed",
                               "[Cannot transfer Virtual Disk: The disk %s is plugged to "
                               "a running VM %s; use a snapshot or a backup]"
@@ -432,7 +505,9 @@ class EngineHandler(Handler):
             "transferred": 0, "ranges": [], "bytes": 0, "active": 0, "polls": 0,
             "idle_polls": 0, "inactivity_timeout": inactivity, "touches": 0, "ticket_valid": False,
             "last_activity": time.monotonic(), "dirty": bitmap is not None,
-            "bitmap": bitmap, "proc": None, "sock": None, "cancel_reason": None}
+            "bitmap": bitmap, "proc": None, "sock": None, "cancel_reason": None,
+            "path": dsnap["path"] if dsnap else disk["path"],
+            "snapshot": dsnap["id"] if dsnap else None}
         disk["status"] = "locked"
         s["stats"]["transfers"] += 1
         return self.send(201, strs(transfer_json(s["transfers"][tid])))
@@ -682,10 +757,19 @@ class ControlHandler(Handler):
     def vm_view(self, vm):
         return {"id": vm["id"], "name": vm["name"], "status": vm["status"],
                 "checkpoints": [c["id"] for c in vm["checkpoints"]],
+                "snapshots": [sn["id"] for sn in vm["snapshots"]],
                 "disks": [{"id": d, "alias": STATE["disks"][d]["alias"],
                            "path": STATE["disks"][d]["path"],
+                           "format": volume_format(STATE["disks"][d],
+                                                   STATE["disks"][d]["path"]),
                            "size": STATE["disks"][d]["size"],
-                           "status": STATE["disks"][d]["status"]} for d in vm["disks"]]}
+                           "status": STATE["disks"][d]["status"],
+                           "snapshots": [{"id": ds["id"], "path": ds["path"],
+                                          "format": volume_format(STATE["disks"][d],
+                                                                  ds["path"]),
+                                          "snapshot": ds["snapshot"]}
+                                         for ds in STATE["disks"][d]["snapshots"]]}
+                          for d in vm["disks"]]}
 
     def do_POST(self):
         p = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
@@ -705,6 +789,11 @@ class ControlHandler(Handler):
                     else:
                         return self.send(400, {"error": "unknown fault " + k})
                 return self.send(200, STATE["faults"])
+            if p[0] == "vms" and len(p) == 3 and p[2] == "snapshots" and p[1] in STATE["vms"]:
+                sid = make_snapshot(STATE["vms"][p[1]], req.get("description", ""))
+                if sid.startswith("["):
+                    return self.send(409, {"error": sid})
+                return self.send(201, {"id": sid})
             if p[0] == "vms" and len(p) == 3 and p[2] == "status" and p[1] in STATE["vms"]:
                 STATE["vms"][p[1]]["status"] = req["status"]
                 return self.send(200, self.vm_view(STATE["vms"][p[1]]))
@@ -713,15 +802,17 @@ class ControlHandler(Handler):
     def create_vm(self, req):
         vid = req.get("id") or str(uuid.uuid4())
         vm = {"id": vid, "name": req["name"], "status": req.get("status", "down"),
-              "disks": [], "checkpoints": []}
+              "disks": [], "checkpoints": [], "snapshots": []}
         for i, d in enumerate(req.get("disks", [])):
             did = d.get("id") or str(uuid.uuid4())
-            path = os.path.join(ARGS.dir, "%s.qcow2" % did)
-            run("qemu-img", "create", "-q", "-f", "qcow2", path, str(d["size"]))
+            fmt = d.get("format", "qcow2")
+            path = os.path.join(ARGS.dir, "%s.%s" % (did, fmt))
+            run("qemu-img", "create", "-q", "-f", fmt, path, str(d["size"]))
             STATE["disks"][did] = {"id": did, "alias": d.get("alias", "%s_Disk%d" % (
                 req["name"], i + 1)), "size": int(d["size"]), "path": path,
-                "backup": d.get("backup", "incremental"), "status": "ok", "vm": vid,
-                "bitmaps": []}
+                "backup": d.get("backup", "incremental" if fmt == "qcow2" else "none"),
+                "status": "ok", "vm": vid, "bitmaps": [], "format": fmt, "base": path,
+                "volume": str(uuid.uuid4()), "snapshots": []}
             vm["disks"].append(did)
         STATE["vms"][vid] = vm
         return self.send(201, self.vm_view(vm))
@@ -751,7 +842,8 @@ class ControlHandler(Handler):
                     f.write(data)
                 cmd = "write -s %s %d %d" % (src, off, len(data))
             try:
-                run("qemu-io", "-f", "qcow2", "-c", cmd, disk["path"])
+                run("qemu-io", "-f", volume_format(disk, disk["path"]), "-c", cmd,
+                    disk["path"])
             except subprocess.CalledProcessError as e:
                 return self.send(500, {"error": e.stderr.decode(errors="replace")})
         self.send(200, {"written": len(data)})
