@@ -272,6 +272,12 @@ out:
   return r;
 }
 
+static bool
+disk_incremental (const struct rhv_disk *d)
+{
+  return d && d->backup && strcmp (d->backup, "incremental") == 0;
+}
+
 static int
 fill_base_vm (struct rhv_source *src)
 {
@@ -286,11 +292,11 @@ fill_base_vm (struct rhv_source *src)
                            : strcmp (st, "suspended") == 0 ? "suspended"
                                                            : "poweredOn");
   b->host = src->vm.host ? strdup (src->vm.host) : NULL;
-  b->change_tracking = false;
-  for (size_t i = 0; i < src->vm.disks.len; i++)
-    if (src->vm.disks.ptr[i].backup &&
-        strcmp (src->vm.disks.ptr[i].backup, "incremental") == 0)
-      b->change_tracking = true;
+  /* Warm rounds need an incremental backup of every served disk. */
+  b->change_tracking = src->base.disks.len > 0;
+  for (size_t i = 0; i < src->base.disks.len; i++)
+    if (!disk_incremental (engine_disk (src, src->base.disks.ptr[i].key)))
+      b->change_tracking = false;
   if (src->backup_id) {
     b->snapshot_id = strdup (src->backup_id);
     b->snapshot_name = strdup (src->to_checkpoint);
@@ -803,9 +809,20 @@ static int
 rhv_enable_change_tracking (struct source *base)
 {
   struct rhv_source *src = (struct rhv_source *)base;
-  log_error ("vm %s (%s): turn on \"Enable Incremental Backup\" on each disk in the engine "
-             "(qcow2 disks only); ferry does not change the VM's disks",
-             src->vm.id, src->vm.name);
+  char list[1024] = "";
+  size_t len = 0;
+
+  for (size_t i = 0; i < base->disks.len; i++) {
+    const struct rhv_disk *d = engine_disk (src, base->disks.ptr[i].key);
+    if (!disk_incremental (d) && len < sizeof list)
+      len += snprintf (list + len, sizeof list - len, "%s%s (%s, %s, backup %s)",
+                       len ? ", " : "", d->id, d->alias ? d->alias : "?",
+                       d->format ? d->format : "?", d->backup ? d->backup : "none");
+  }
+  log_error ("vm %s (%s): disk %s has no incremental backup: turn on \"Enable Incremental "
+             "Backup\" on it in the engine (qcow2 disks only), or migrate cold; ferry "
+             "does not change the VM's disks",
+             src->vm.id, src->vm.name, list[0] ? list : "(none)");
   return -1;
 }
 

@@ -60,3 +60,43 @@ for args in "server=localhost" "url=https://engine.example.com/ovirt-engine" "ur
     fail "$args: $(cat "$tmpdir/nbdkit.err")"
 done
 [ "$(rhv_stat transfers)" = 0 ]
+
+# Unknown disk.
+: >"$tmpdir/nbdkit.err"
+if start_ferry_rhv vm=web01 disk=nosuchdisk; then fail "nbdkit started for an unknown disk"; fi
+grep -q "nosuchdisk" "$tmpdir/nbdkit.err" || fail "the error does not name the disk: $(cat "$tmpdir/nbdkit.err")"
+[ "$(rhv_stat transfers)" = 0 ] || fail "a transfer was made for an unknown disk"
+
+# A warm plan with a disk without incremental backup (raw): ferry validate and ferry
+# precopy say which disk, before any backup or transfer is made.
+if [ -x "$ferry" ]; then
+  vm2=$(rhv_create_vm warm02 up 8M 4M/raw)
+  raw=$(rhv_disk "$vm2" 1 id)
+  mkdir -p "$tmpdir/secret"
+  printf '%s' "$RHV_USER" >"$tmpdir/secret/user"
+  printf '%s' "$RHV_PASSWORD" >"$tmpdir/secret/password"
+  cp "$CACERT" "$tmpdir/secret/cacert"
+  make_targets warm02 2
+  jq -n --arg url "$ENGINE_URL" --arg secret "$tmpdir/secret" --arg state "$tmpdir/state" \
+    --arg pvc "$tmpdir/pvc" '{
+      name: "rhv-warm", source: { type: "ovirt", url: $url, secret: $secret },
+      warm: true, stateDir: $state, skipGuestConversion: true,
+      storageMap: [ { source: { name: "data1" },
+                      destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}") } } ],
+      vms: [ { name: "warm02" } ] }' >"$tmpdir/plan.json"
+  backups=$(rhv_control GET /backups | jq length)
+  want="disk $raw (warm02_Disk2, raw, backup none) has no incremental backup"
+  if "$ferry" validate "$tmpdir/plan.json" >"$tmpdir/validate.out" 2>&1; then
+    fail "ferry validate accepted a warm plan with a raw disk"
+  fi
+  cat "$tmpdir/validate.out"
+  grep -q "Critical.*$want" "$tmpdir/validate.out" || fail "validate: $(cat "$tmpdir/validate.out")"
+  if "$ferry" precopy "$tmpdir/plan.json" --progress=none >"$tmpdir/precopy.out" 2>&1; then
+    fail "ferry precopy ran a warm plan with a raw disk"
+  fi
+  cat "$tmpdir/precopy.out"
+  grep -q "$want" "$tmpdir/precopy.out" "$tmpdir/state/results.json" ||
+    fail "precopy: $(cat "$tmpdir/precopy.out")"
+  [ "$(rhv_control GET /backups | jq length)" = "$backups" ] || fail "a backup was made"
+  [ "$(rhv_stat transfers)" = 0 ] || fail "a transfer was made"
+fi
