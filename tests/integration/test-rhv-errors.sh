@@ -67,6 +67,24 @@ if start_ferry_rhv vm=web01 disk=nosuchdisk; then fail "nbdkit started for an un
 grep -q "nosuchdisk" "$tmpdir/nbdkit.err" || fail "the error does not name the disk: $(cat "$tmpdir/nbdkit.err")"
 [ "$(rhv_stat transfers)" = 0 ] || fail "a transfer was made for an unknown disk"
 
+# Failure in the middle of start-up: the second disk's transfer is paused by the engine
+# (its host failed).  Both transfers are cancelled and the backup finalized: none is open.
+vm3=$(rhv_create_vm pair01 up 4M 4M)
+rhv_fault "{\"pause_disk\": \"$(rhv_disk "$vm3" 1 id)\"}"
+: >"$tmpdir/nbdkit.err"
+if start_ferry_rhv vm=pair01; then fail "nbdkit started with a paused transfer"; fi
+rhv_fault '{"pause_disk": null}'
+grep -q "disk $(rhv_disk "$vm3" 1 id) (pair01_Disk2): transfer .*: phase paused_system instead of transferring" \
+  "$tmpdir/nbdkit.err" || fail "$(cat "$tmpdir/nbdkit.err")"
+timeout=10 wait_for rhv_transfers_ended
+[ "$(rhv_open_transfers)" = 0 ] || fail "transfers left open after a failure: $(rhv_control GET /transfers)"
+# Cancelled, not finalized: nothing was read.
+rhv_control GET /transfers | jq -e 'length == 2 and all(.phase == "finished_failure")' >/dev/null ||
+  fail "the transfers were not cancelled: $(rhv_control GET /transfers)"
+rhv_control GET /backups | jq -e --arg vm "$vm3" '[.[] | select(.vm.id == $vm)] |
+    length == 1 and all(.phase == "succeeded")' >/dev/null ||
+  fail "the backup was left open: $(rhv_control GET /backups)"
+
 # A warm plan with a disk without incremental backup (raw): ferry validate and ferry
 # precopy say which disk, before any backup or transfer is made.
 if [ -x "$ferry" ]; then
@@ -98,5 +116,5 @@ if [ -x "$ferry" ]; then
   grep -q "$want" "$tmpdir/precopy.out" "$tmpdir/state/results.json" ||
     fail "precopy: $(cat "$tmpdir/precopy.out")"
   [ "$(rhv_control GET /backups | jq length)" = "$backups" ] || fail "a backup was made"
-  [ "$(rhv_stat transfers)" = 0 ] || fail "a transfer was made"
+  [ "$(rhv_stat transfers)" = 2 ] || fail "a transfer was made"
 fi

@@ -15,6 +15,7 @@ import argparse
 import bisect
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -38,10 +39,11 @@ STATE = {
     "disks": {},
     "transfers": {},
     "backups": {},
-    "stats": {"imageio_bytes": 0, "imageio_requests": 0, "logins": 0,
+    "stats": {"imageio_bytes": 0, "imageio_requests": 0, "logins": 0, "faults": 0,
               "failed_logins": 0, "logouts": 0, "transfers": 0, "backups": 0},
     "faults": {"transfer_url": "unresolvable", "max_inactivity": None,
-               "init_polls": 1, "token_ttl": 3600, "imageio_500": 0},
+               "init_polls": 1, "token_ttl": 3600, "imageio_500": 0,
+               "fault_rate": 0, "expire_ticket_after": None, "pause_disk": None},
 }
 SD = {"id": "5b8c5a1e-0000-4000-8000-00000000d001", "name": "data1"}
 HOST = {"id": "7a6f3b2c-0000-4000-8000-00000000a001", "name": "host1"}
@@ -394,6 +396,10 @@ class EngineHandler(Handler):
         if p[0] == "imagetransfers" and len(p) == 2 and p[1] in s["transfers"]:
             t = s["transfers"][p[1]]
             t["polls"] += 1
+            if t["phase"] == "initializing" and t["polls"] >= s["faults"]["init_polls"] and \
+                    s["faults"]["pause_disk"] == t["disk"]:
+                t["phase"] = "paused_system"  # e.g. the host's daemon failed; stays open
+                return transfer_json(t)
             if t["phase"] == "initializing" and t["polls"] >= s["faults"]["init_polls"]:
                 try:
                     start_nbd(t, s["disks"][t["disk"]], t["bitmap"])
@@ -421,7 +427,7 @@ class EngineHandler(Handler):
                                       "[Cannot finalize transfer in phase %s]" % t["phase"])
                 return self.send(200, strs({"status": "complete"}))
             if p[2] == "cancel":
-                if t["phase"] in ("initializing", "transferring"):
+                if t["phase"] in ("initializing", "transferring", "paused_system"):
                     end_transfer(t, "cancelled_user")
                 return self.send(200, strs({"status": "complete"}))
             if p[2] == "extend":
@@ -654,16 +660,28 @@ class ImageioHandler(Handler):
                                  [("Content-Range", "bytes */%d" % size)])
             start, end, code = int(a), min(int(b) if b else size - 1, size - 1), 206
         with LOCK:
-            if STATE["faults"]["imageio_500"] > 0:
-                STATE["faults"]["imageio_500"] -= 1
-                fail = True
-            else:
-                fail = False
+            f = STATE["faults"]
+            fail = None
+            if f["imageio_500"] > 0:
+                f["imageio_500"] -= 1
+                fail = "500"
+            elif f["fault_rate"] and random.random() < f["fault_rate"]:
+                # Each kind in turn, so that a few faults include every kind.
+                fail = ["500", "reset", "short", "slow"][STATE["stats"]["faults"] % 4]
+            if fail:
+                STATE["stats"]["faults"] += 1
+            expire_at = f["expire_ticket_after"]
             t["active"] += 1
             STATE["stats"]["imageio_requests"] += 1
         try:
-            if fail:
+            if fail == "500":
                 return self.send(500, "injected internal error\n", "text/plain")
+            if fail == "reset":  # the connection drops before an answer
+                self.close_connection = True
+                self.request.shutdown(socket.SHUT_RDWR)
+                return
+            if fail == "slow":  # a slow first byte
+                time.sleep(0.3)
             h = self.handles.get(t["id"])
             if h is None:
                 h = nbd.NBD()
@@ -676,11 +694,17 @@ class ImageioHandler(Handler):
                 self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
             self.end_headers()
             pos = start
+            stop = start + (end + 1 - start) // 2 if fail == "short" else end + 1
             while pos <= end:
-                if not t["ticket_valid"]:
+                if expire_at is not None and t["bytes"] >= expire_at:
+                    with LOCK:  # the ticket expires mid-read: the engine ends the transfer
+                        STATE["faults"]["expire_ticket_after"] = expire_at = None
+                        t["cancel_reason"] = "ticket expired"
+                        end_transfer(t, "cancelled_system")
+                if not t["ticket_valid"] or pos >= stop:
                     self.close_connection = True
-                    return  # the ticket was removed: cut the stream
-                n = min(end + 1 - pos, 1 << 20)
+                    return  # the ticket was removed, or a short body: cut the stream
+                n = min(end + 1 - pos, stop - pos, 64 << 10)
                 self.wfile.write(h.pread(n, pos))
                 pos += n
                 with LOCK:
@@ -745,7 +769,8 @@ class ControlHandler(Handler):
                     {"id": t["id"], "disk": t["disk"], "backup": t["backup"],
                      "phase": t["phase"], "bytes": t["bytes"],
                      "transferred": t["transferred"], "touches": t["touches"],
-                     "open": t["phase"] in ("initializing", "transferring"),
+                     "open": t["phase"] in ("initializing", "transferring",
+                                            "paused_system"),
                      "reason": t["cancel_reason"]}
                     for t in STATE["transfers"].values()])
             if p == ["backups"]:
@@ -786,6 +811,8 @@ class ControlHandler(Handler):
                         STATE["tokens"].clear()
                     elif k in STATE["faults"]:
                         STATE["faults"][k] = v
+                        if k == "fault_rate":
+                            random.seed(9)  # the same faults in every run
                     else:
                         return self.send(400, {"error": "unknown fault " + k})
                 return self.send(200, STATE["faults"])
