@@ -53,3 +53,22 @@ timeout=10 wait_for rhv_transfers_ended
 [ "$(rhv_open_transfers)" = 0 ] || fail "a transfer was left open"
 rhv_control GET /backups | jq -e 'all(.phase == "succeeded")' >/dev/null ||
   fail "a backup was left open: $(rhv_control GET /backups)"
+
+# SIGTERM in the middle of a round of another plan (ferry stopped right after its backup
+# and transfer were made): ferry ends them; none is left open.
+vm2=$(rhv_create_vm app02 up 8M)
+rhv_write_random "$vm2" "$(rhv_disk "$vm2" 0 id)" 0 $((2 * K))
+make_targets app02 1
+jq '.name = "rhv-term" | .stateDir += "-term" | .vms = [{name: "app02"}]' \
+  "$tmpdir/plan.json" >"$tmpdir/plan2.json"
+FERRY_TEST_STOP_AT=snapshot-created:1 "$ferry" precopy "$tmpdir/plan2.json" --progress=none &
+pid=$!
+wait_stopped "$pid"
+[ "$(rhv_open_transfers)" = 1 ] || fail "expected the round's transfer open: $(rhv_control GET /transfers)"
+kill -TERM "$pid"
+kill -CONT "$pid"
+if wait "$pid"; then fail "ferry precopy succeeded after SIGTERM"; fi
+timeout=10 wait_for rhv_transfers_ended
+[ "$(rhv_open_transfers)" = 0 ] || fail "a transfer was left open after SIGTERM: $(rhv_control GET /transfers)"
+rhv_control GET /backups | jq -e 'all(.phase == "succeeded")' >/dev/null ||
+  fail "a backup was left open after SIGTERM: $(rhv_control GET /backups)"
