@@ -31,6 +31,7 @@ struct rhv_config {
   const char *user;
   const char *password; /* copied; wiped at close */
   const char *cacert;
+  const char *thumbprint; /* pins the engine's certificate: API and imageio proxy */
   bool sslverify;
   unsigned connections;
 };

@@ -123,9 +123,8 @@ rhv_config_check (const struct source_config *c)
     log_error ("provider=rhv: give the VM as vm=ID|NAME");
     return -1;
   }
-  if (c->thumbprint || c->datacenter) {
-    log_error ("provider=rhv does not take thumbprint= or datacenter= "
-               "(use cacert= with the engine's CA)");
+  if (c->datacenter) {
+    log_error ("provider=rhv does not take datacenter= (the engine finds the host)");
     return -1;
   }
   if (c->snapshot && strcmp (c->snapshot, "create") == 0) {
@@ -395,11 +394,13 @@ rhv_open (const struct source_config *config)
     .url = strdup (config->url),
     .user = strdup (config->user),
     .cacert = config->cacert ? strdup (config->cacert) : NULL,
+    .thumbprint = config->thumbprint ? strdup (config->thumbprint) : NULL,
     .sslverify = config->sslverify,
     .connections = config->connections,
   };
   src->cfg.password = NULL; /* only the engine keeps it */
-  if (src->cfg.url == NULL || src->cfg.user == NULL || (config->cacert && !src->cfg.cacert))
+  if (src->cfg.url == NULL || src->cfg.user == NULL ||
+      (config->cacert && !src->cfg.cacert) || (config->thumbprint && !src->cfg.thumbprint))
     goto err;
   {
     struct rhv_config ec = src->cfg;
@@ -506,6 +507,7 @@ rhv_close (struct source *base)
   free ((char *)src->cfg.url);
   free ((char *)src->cfg.user);
   free ((char *)src->cfg.cacert);
+  free ((char *)src->cfg.thumbprint);
   free (src->snapshot);
   free (src->from_checkpoint);
   free (src->to_checkpoint);

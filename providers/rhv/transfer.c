@@ -84,6 +84,7 @@ imageio_pool (const struct rhv_config *config, const char *base, unsigned connec
   struct http_config hc = {
     .base_url = base,
     .cacert = config->cacert,
+    .thumbprint = config->thumbprint,
     .sslverify = config->sslverify,
     .connections = connections,
     .connect_timeout = 30,
@@ -132,7 +133,14 @@ connect_imageio (const struct rhv_config *config, json_t *j, struct rhv_transfer
   const char *turl = rhv_json_str (j, "transfer_url"),
              *purl = rhv_json_str (j, "proxy_url");
 
-  if (turl) {
+  /* A thumbprint pins the engine's certificate, which its imageio proxy presents too;
+   * each host has its own.
+   */
+  if (turl && config->thumbprint && purl)
+    log_debug ("%s: transfer %s: thumbprint= pins the engine's certificate: reading "
+               "through its proxy",
+               what, t->id);
+  else if (turl) {
     CLEANUP_FREE char *base = NULL, *path = NULL;
     if (split_url (turl, &base, &path) == 0 && resolvable (base)) {
       /* With a proxy to fall back to, the host's failure is not an error (yet): it goes
