@@ -44,7 +44,10 @@ r2=$(($(rhv_stat imageio_bytes) - before))
 [ "$r2" = $((3 * K)) ] || fail "round 2 fetched $r2 bytes, the changed blocks are $((3 * K))"
 
 rhv_write_random "$vm" "$d0" $((200 * K)) "$K"
+before=$(rhv_stat imageio_bytes)
 "$ferry" cutover "$tmpdir/plan.json" --progress=none || fail "cutover"
+r3=$(($(rhv_stat imageio_bytes) - before))
+[ "$r3" = "$K" ] || fail "the cutover round fetched $r3 bytes, the changed block is $K"
 qemu-img compare -U -f raw -F qcow2 "$tmpdir/pvc/app01-disk0/disk.img" "$(rhv_disk "$vm" 0 path)" ||
   fail "the target differs from the guest's disk"
 jq -e '.vms[0].state == "verified" and (.vms[0].rounds | length) == 3' \
