@@ -512,7 +512,7 @@ class EngineHandler(Handler):
             "idle_polls": 0, "inactivity_timeout": inactivity, "touches": 0, "ticket_valid": False,
             "last_activity": time.monotonic(), "dirty": bitmap is not None,
             "bitmap": bitmap, "proc": None, "sock": None, "cancel_reason": None,
-            "path": dsnap["path"] if dsnap else disk["path"],
+            "path": dsnap["path"] if dsnap else disk["path"], "gets": [],
             "snapshot": dsnap["id"] if dsnap else None}
         disk["status"] = "locked"
         s["stats"]["transfers"] += 1
@@ -671,6 +671,7 @@ class ImageioHandler(Handler):
             if fail:
                 STATE["stats"]["faults"] += 1
             expire_at = f["expire_ticket_after"]
+            began = time.monotonic()
             t["active"] += 1
             STATE["stats"]["imageio_requests"] += 1
         try:
@@ -712,6 +713,7 @@ class ImageioHandler(Handler):
                     t["bytes"] += n
             with LOCK:
                 add_range(t, start, end + 1)
+                t["gets"].append([began, time.monotonic()])
         except (nbd.Error, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
@@ -771,7 +773,7 @@ class ControlHandler(Handler):
                      "transferred": t["transferred"], "touches": t["touches"],
                      "open": t["phase"] in ("initializing", "transferring",
                                             "paused_system"),
-                     "reason": t["cancel_reason"]}
+                     "reason": t["cancel_reason"], "gets": t["gets"]}
                     for t in STATE["transfers"].values()])
             if p == ["backups"]:
                 return self.send(200, [backup_json(b) for b in STATE["backups"].values()])
