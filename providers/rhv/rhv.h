@@ -47,6 +47,7 @@ struct rhv_disk {
   char *storage_domain; /* the first storage domain's id */
   char *interface;      /* from the attachment: virtio, virtio_scsi, ... */
   uint64_t provisioned_size;
+  uint64_t actual_size; /* bytes the volumes take on storage; 0 when not given */
   bool bootable;
 };
 DEFINE_VECTOR_TYPE (rhv_disk_vector, struct rhv_disk);

@@ -878,14 +878,16 @@ rhv_describe (struct source *base)
       allocated = json_integer (source_data_bytes (base, i, 0, d->capacity));
     }
     json_array_append_new (
-        disks, json_pack ("{s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:b, s:o}",
-                          "key", d->key, "label", d->label, "fileName", d->file_name,
-                          "datastore", d->datastore, "export", d->export_name, "capacity",
-                          (json_int_t)d->capacity, "allocated", allocated, "changeId",
-                          str_or_null (d->change_id), "uuid", str_or_null (d->uuid),
-                          "format", str_or_null (rd ? rd->format : NULL), "bootable",
-                          rd && rd->bootable, "diskSnapshot",
-                          str_or_null (src->state ? src->state[i].disk_snapshot : NULL)));
+        disks,
+        json_pack ("{s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:b, s:o, s:I}",
+                   "key", d->key, "label", d->label, "fileName", d->file_name, "datastore",
+                   d->datastore, "export", d->export_name, "capacity",
+                   (json_int_t)d->capacity, "allocated", allocated, "changeId",
+                   str_or_null (d->change_id), "uuid", str_or_null (d->uuid), "format",
+                   str_or_null (rd ? rd->format : NULL), "bootable", rd && rd->bootable,
+                   "diskSnapshot",
+                   str_or_null (src->state ? src->state[i].disk_snapshot : NULL),
+                   "actualSize", (json_int_t)(rd ? rd->actual_size : 0)));
   }
   return json_pack ("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:s, s:s}}", "id",
                     src->vm.id, "name", base->vm.name, "status", src->vm.status, "host",

@@ -59,7 +59,7 @@ for s in "$s1" "$s2"; do
     same "${e[$i]}" "$(snap_path $i "$s" path)" "$(snap_path $i "$s" format)"
   done
   jq -e --arg s "$s" '.snapshot == $s and .backup == null and
-      .disks[0].diskSnapshot != null and .disks[0].changeId == null' "$tmpdir/vm.json" \
+      .disks[0].diskSnapshot != null and .disks[0].changeId == null and .disks[0].actualSize > 0' "$tmpdir/vm.json" \
     >/dev/null || fail "vm.json: $(cat "$tmpdir/vm.json")"
   stop_ferry "$NBDKIT_PID"
 done
