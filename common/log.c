@@ -69,13 +69,36 @@ log_info (const char *fs, ...)
   va_end (args);
 }
 
+static __thread bool demote;
+static __thread char demoted[1024];
+
+bool
+log_errors_as_debug (bool on)
+{
+  bool was = demote;
+  demote = on;
+  if (on)
+    demoted[0] = '\0';
+  return was;
+}
+
+const char *
+log_last_demoted (void)
+{
+  return demoted;
+}
+
 void
 log_error (const char *fs, ...)
 {
   va_list args;
 
   va_start (args, fs);
-  vlog (error_handler, fs, args);
+  if (demote) {
+    vsnprintf (demoted, sizeof demoted, fs, args);
+    log_debug ("%s", demoted);
+  } else
+    vlog (error_handler, fs, args);
   va_end (args);
 }
 

@@ -24,6 +24,13 @@ void log_set_error_handler (log_handler error);
 /* Where log_info goes (default: stderr, "ferry: MSG"). */
 void log_set_info_handler (log_handler info);
 void log_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+/* While ON in the calling thread, log_error goes to the debug handler instead, and the
+ * last such message is kept (log_last_demoted): for an attempt whose failure the caller
+ * recovers from, such as a fallback to another server.  Returns the previous setting.
+ */
+bool log_errors_as_debug (bool on);
+/* The last error demoted in this thread, or "" (valid until the next one). */
+const char *log_last_demoted (void);
 void log_debug (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 /* Something the user should know that is not an error ("removing a leftover ..."). */
 void log_info (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));

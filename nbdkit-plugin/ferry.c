@@ -239,6 +239,7 @@ ferry_config_complete (void)
   "disk=KEY|INDEX|\"[ds] path.vmdk\"  Serve one disk (default: all, one export each).\n"   \
   "snapshot=MOREF|create     Serve a snapshot's frozen base; create makes one and\n"       \
   "                          removes it at exit.\n"                                        \
+  "snapshot=ID               rhv: read a VM snapshot's (or one disk snapshot's) disks.\n"  \
   "datacenter=PATH           Datacenter inventory path (default: found from the VM).\n"    \
   "cacert=FILE               Trust the CAs in FILE.\n"                                     \
   "thumbprint=AA:BB:..       Pin the server certificate (SHA-1 or SHA-256).\n"             \

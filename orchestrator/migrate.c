@@ -432,6 +432,28 @@ record_round (struct vm_job *vj, json_t *vm, unsigned round, struct disk_job *dj
                   text);
 }
 
+/* RHV reports changes only for disks with incremental backup; without it a warm plan
+ * would copy every block in every round.  Say so before a backup is made.
+ */
+static int
+check_incremental (struct vm_job *vj)
+{
+  struct source_config cfg = plan_source_config (vj->run->plan, vj->pvm);
+  struct source *src;
+  int r = 0;
+
+  cfg.metadata_only = true;
+  src = source_open (&cfg);
+  if (src == NULL)
+    return -1;
+  if (!source_vm (src)->change_tracking) {
+    source_enable_change_tracking (src); /* changes nothing; names the disks */
+    r = -1;
+  }
+  source_close (src);
+  return r;
+}
+
 /* One round; see migrate.h.  With FINAL, verify before the snapshot goes. */
 static int
 do_round (struct vm_job *vj, unsigned round, bool final)
@@ -467,6 +489,9 @@ do_round (struct vm_job *vj, unsigned round, bool final)
   journal_unlock (run->journal);
   set_state (vj, final ? "cutover" : "copying", round);
   if (cancelled (run))
+    return -1;
+  if (run->plan->warm && strcmp (run->plan->source_type, "ovirt") == 0 &&
+      check_incremental (vj) == -1)
     return -1;
   src = source_open (&cfg);
   if (src == NULL)

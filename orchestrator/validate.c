@@ -222,6 +222,12 @@ check_vm (const struct plan *plan, const struct plan_vm *pvm, seen_vector *seen,
         concern (object, "Critical", "cannot enable changed block tracking: %s",
                  why ? why : "?");
       }
+    } else if (strcmp (plan->source_type, "ovirt") == 0) {
+      /* RHV changes nothing here; it says which disks lack incremental backup. */
+      source_enable_change_tracking (src);
+      CLEANUP_FREE char *why = take_captured ();
+      concern (object, "Critical", "a warm migration needs incremental backup: %s",
+               why ? why : "?");
     } else
       concern (object, "Critical",
                "changed block tracking (CBT) is disabled, which a warm migration needs: "

@@ -119,6 +119,7 @@ rhv_engine_open (const struct rhv_config *config)
   struct rhv_engine *e = calloc (1, sizeof *e);
   struct http_config hc = {
     .cacert = config->cacert,
+    .thumbprint = config->thumbprint,
     .sslverify = config->sslverify,
     .connections = 2,
     .connect_timeout = 30,

@@ -120,3 +120,35 @@ rhv_storage_domain_name (struct rhv_engine *e, const char *sd)
   json_decref (j);
   return name;
 }
+
+int
+rhv_disk_snapshot (struct rhv_engine *e, const char *disk_id, const char *snapshot,
+                   const char *what, char **out)
+{
+  CLEANUP_FREE char *path = NULL;
+  json_t *j = NULL, *list, *ds;
+  size_t i;
+
+  *out = NULL;
+  if (asprintf (&path, "/disks/%s/disksnapshots", disk_id) == -1)
+    return -1;
+  if (rhv_call_ok (e, what, "GET", path, NULL, &j) == -1)
+    return -1;
+  list = rhv_json_list (j, "disk_snapshot", NULL);
+  json_array_foreach (list, i, ds)
+  {
+    const char *id = rhv_json_str (ds, "id");
+    const char *vm_snap = rhv_json_str (json_object_get (ds, "snapshot"), "id");
+    if (id &&
+        (strcmp (id, snapshot) == 0 || (vm_snap && strcmp (vm_snap, snapshot) == 0))) {
+      *out = strdup (id);
+      break;
+    }
+  }
+  json_decref (j);
+  if (i < json_array_size (list) && *out == NULL) {
+    log_error ("%s: out of memory", what);
+    return -1;
+  }
+  return *out != NULL;
+}

@@ -199,6 +199,8 @@ rhv_parse_disk (json_t *disk, struct rhv_disk *d)
     rhv_disk_free (d);
     return -1;
   }
+  if (rhv_json_u64 (disk, "actual_size", &d->actual_size) == -1)
+    d->actual_size = 0;
   d->alias = dup_str (disk, "alias");
   if (d->alias == NULL)
     d->alias = dup_str (disk, "name");

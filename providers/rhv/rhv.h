@@ -31,6 +31,7 @@ struct rhv_config {
   const char *user;
   const char *password; /* copied; wiped at close */
   const char *cacert;
+  const char *thumbprint; /* pins the engine's certificate: API and imageio proxy */
   bool sslverify;
   unsigned connections;
 };
@@ -46,6 +47,7 @@ struct rhv_disk {
   char *storage_domain; /* the first storage domain's id */
   char *interface;      /* from the attachment: virtio, virtio_scsi, ... */
   uint64_t provisioned_size;
+  uint64_t actual_size; /* bytes the volumes take on storage; 0 when not given */
   bool bootable;
 };
 DEFINE_VECTOR_TYPE (rhv_disk_vector, struct rhv_disk);
@@ -72,9 +74,10 @@ DEFINE_VECTOR_TYPE (rhv_extent_vector, struct rhv_extent);
 struct rhv_transfer {
   char *id;
   char *disk_id;
-  char *backup_id; /* the backup it reads, or NULL */
-  char *url;       /* the imageio base used (https://HOST:PORT) */
-  char *path;      /* /images/TICKET */
+  char *backup_id;   /* the backup it reads, or NULL */
+  char *snapshot_id; /* the disk snapshot it reads, or NULL */
+  char *url;         /* the imageio base used (https://HOST:PORT) */
+  char *path;        /* /images/TICKET */
   struct http_pool *pool;
   unsigned max_readers;
   unsigned inactivity_timeout; /* s the engine lets the ticket idle (0 = forever) */
@@ -131,14 +134,20 @@ void rhv_engine_stats (struct rhv_engine *e, char *buf, size_t len);
 int rhv_find_vm (struct rhv_engine *e, const char *id_or_name, struct rhv_vm *vm);
 int rhv_vm_status (struct rhv_engine *e, struct rhv_vm *vm);
 char *rhv_storage_domain_name (struct rhv_engine *e, const char *sd_id);
+/* The disk snapshot of DISK_ID that is SNAPSHOT (a disk snapshot id) or belongs to it (a
+ * VM snapshot id), in *OUT (malloc'd): 1 found, 0 none, -1 (reported).
+ */
+int rhv_disk_snapshot (struct rhv_engine *e, const char *disk_id, const char *snapshot,
+                       const char *what, char **out);
 
-/* transfer.c: start polls until transferring and connects to imageio (transfer_url,
+/* transfer.c: start (of the disk, of one of its disk snapshots, or of a backup's disk)
+ * polls until transferring and connects to imageio (transfer_url,
  * then proxy_url); finish finalizes (OK) or cancels, polls until it is over and closes
  * the pool.  Both report their errors.
  */
 int rhv_transfer_start (struct rhv_engine *e, const struct rhv_config *config,
-                        const char *disk_id, const char *backup_id, const char *what,
-                        struct rhv_transfer *t);
+                        const char *disk_id, const char *backup_id, const char *snapshot_id,
+                        const char *what, struct rhv_transfer *t);
 int rhv_transfer_finish (struct rhv_engine *e, struct rhv_transfer *t, bool ok,
                          const char *what);
 /* Is the transfer transferring (1), over (0), stuck in another phase such as paused

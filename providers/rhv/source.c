@@ -5,6 +5,9 @@
  * image transfer and allocated map.  The point in time, decided once in rhv_open:
  *   - the VM is down and no checkpoint= is given: each disk is read by a plain download
  *     transfer (cold); the disks have no change id;
+ *   - snapshot=ID (a VM snapshot, or one disk snapshot): each disk is read by a transfer
+ *     of its disk snapshot in it (format raw: the layers up to it, at virtual size), the
+ *     VM up or down; no change id either;
  *   - otherwise (the VM runs, or checkpoint= asks for changes): a backup of the selected
  *     disks — incremental since checkpoint=ID when the engine knows that checkpoint, else
  *     full — read by transfers of that backup; each disk's change id is the backup's new
@@ -56,6 +59,7 @@ struct rhv_disk_state {
   struct rhv_transfer t;
   pool_vector retired; /* pools of ended transfers, which reads may still hold */
   bool incremental;    /* the backup has this disk's changes since from_checkpoint */
+  char *disk_snapshot; /* snapshot=: the disk snapshot read, else NULL */
   bool untouchable;    /* the keeper's OPTIONS failed: the ticket is gone */
   uint64_t last_io;    /* monotonic ms of the last request on the ticket */
   bool map_done, map_known;
@@ -69,6 +73,7 @@ struct rhv_source {
   struct rhv_vm vm;
   bool metadata_only;
   char *backup_id;
+  char *snapshot;        /* snapshot=ID as given, or NULL */
   char *from_checkpoint; /* the backup's start, NULL for a full backup */
   char *to_checkpoint;
   struct rhv_disk_state *state;
@@ -118,9 +123,18 @@ rhv_config_check (const struct source_config *c)
     log_error ("provider=rhv: give the VM as vm=ID|NAME");
     return -1;
   }
-  if (c->thumbprint || c->snapshot || c->datacenter) {
-    log_error ("provider=rhv does not take thumbprint=, snapshot= or datacenter= "
-               "(use cacert= with the engine's CA)");
+  if (c->datacenter) {
+    log_error ("provider=rhv does not take datacenter= (the engine finds the host)");
+    return -1;
+  }
+  if (c->snapshot && strcmp (c->snapshot, "create") == 0) {
+    log_error ("provider=rhv: snapshot=create is vSphere's; a running VM is read through "
+               "a backup without it, and snapshot=ID reads an existing snapshot");
+    return -1;
+  }
+  if (c->snapshot && c->checkpoint) {
+    log_error ("provider=rhv: give snapshot=ID (read a snapshot) or checkpoint=ID (a "
+               "backup since that checkpoint), not both");
     return -1;
   }
   return 0;
@@ -188,6 +202,31 @@ check_disks (struct rhv_source *src)
   return 0;
 }
 
+/* snapshot=ID: each served disk's disk snapshot that is ID or belongs to VM snapshot ID. */
+static int
+find_disk_snapshots (struct rhv_source *src, const char *snapshot)
+{
+  if ((src->snapshot = strdup (snapshot)) == NULL)
+    return -1;
+  for (size_t i = 0; i < src->base.disks.len; i++) {
+    char what[512];
+    int r = rhv_disk_snapshot (src->e, src->base.disks.ptr[i].key, snapshot,
+                               what_disk (src, i, what, sizeof what),
+                               &src->state[i].disk_snapshot);
+    if (r == -1)
+      return -1;
+    if (r == 0) {
+      log_error ("%s: no disk snapshot %s, nor one in VM snapshot %s (GET "
+                 "/disks/%s/disksnapshots); a snapshot that does not include every disk "
+                 "needs disk= to choose those it has",
+                 what, snapshot, snapshot, src->base.disks.ptr[i].key);
+      return -1;
+    }
+    log_debug ("%s: reading disk snapshot %s", what, src->state[i].disk_snapshot);
+  }
+  return 0;
+}
+
 /* A backup of the served disks, incremental since CHECKPOINT when the engine knows it. */
 static int
 start_backup (struct rhv_source *src, const char *checkpoint)
@@ -232,6 +271,12 @@ out:
   return r;
 }
 
+static bool
+disk_incremental (const struct rhv_disk *d)
+{
+  return d && d->backup && strcmp (d->backup, "incremental") == 0;
+}
+
 static int
 fill_base_vm (struct rhv_source *src)
 {
@@ -246,15 +291,16 @@ fill_base_vm (struct rhv_source *src)
                            : strcmp (st, "suspended") == 0 ? "suspended"
                                                            : "poweredOn");
   b->host = src->vm.host ? strdup (src->vm.host) : NULL;
-  b->change_tracking = false;
-  for (size_t i = 0; i < src->vm.disks.len; i++)
-    if (src->vm.disks.ptr[i].backup &&
-        strcmp (src->vm.disks.ptr[i].backup, "incremental") == 0)
-      b->change_tracking = true;
+  /* Warm rounds need an incremental backup of every served disk. */
+  b->change_tracking = src->base.disks.len > 0;
+  for (size_t i = 0; i < src->base.disks.len; i++)
+    if (!disk_incremental (engine_disk (src, src->base.disks.ptr[i].key)))
+      b->change_tracking = false;
   if (src->backup_id) {
     b->snapshot_id = strdup (src->backup_id);
     b->snapshot_name = strdup (src->to_checkpoint);
-  }
+  } else if (src->snapshot)
+    b->snapshot_id = strdup (src->snapshot);
   if (b->id == NULL || b->name == NULL || b->uuid == NULL || b->power_state == NULL) {
     log_error ("vm %s: out of memory", src->vm.id);
     return -1;
@@ -348,11 +394,13 @@ rhv_open (const struct source_config *config)
     .url = strdup (config->url),
     .user = strdup (config->user),
     .cacert = config->cacert ? strdup (config->cacert) : NULL,
+    .thumbprint = config->thumbprint ? strdup (config->thumbprint) : NULL,
     .sslverify = config->sslverify,
     .connections = config->connections,
   };
   src->cfg.password = NULL; /* only the engine keeps it */
-  if (src->cfg.url == NULL || src->cfg.user == NULL || (config->cacert && !src->cfg.cacert))
+  if (src->cfg.url == NULL || src->cfg.user == NULL ||
+      (config->cacert && !src->cfg.cacert) || (config->thumbprint && !src->cfg.thumbprint))
     goto err;
   {
     struct rhv_config ec = src->cfg;
@@ -376,14 +424,18 @@ rhv_open (const struct source_config *config)
 
   if (check_disks (src) == -1)
     goto err;
-  if ((config->checkpoint || strcmp (src->vm.status, "down") != 0) &&
-      start_backup (src, config->checkpoint) == -1)
+  /* ferry asks for snapshot=create: for RHV that is the default point in time. */
+  if (config->snapshot && strcmp (config->snapshot, "create") != 0) {
+    if (find_disk_snapshots (src, config->snapshot) == -1)
+      goto err;
+  } else if ((config->checkpoint || strcmp (src->vm.status, "down") != 0) &&
+             start_backup (src, config->checkpoint) == -1)
     goto err;
   for (size_t i = 0; i < disks->len; i++) {
     char what[512];
     what_disk (src, i, what, sizeof what);
-    if (rhv_transfer_start (src->e, &src->cfg, disks->ptr[i].key, src->backup_id, what,
-                            &src->state[i].t) == -1)
+    if (rhv_transfer_start (src->e, &src->cfg, disks->ptr[i].key, src->backup_id,
+                            src->state[i].disk_snapshot, what, &src->state[i].t) == -1)
       goto err;
     src->state[i].last_io = now_ms ();
   }
@@ -443,6 +495,7 @@ rhv_close (struct source *base)
     for (size_t k = 0; k < src->state[i].retired.len; k++)
       http_pool_free (src->state[i].retired.ptr[k]);
     pool_vector_reset (&src->state[i].retired);
+    free (src->state[i].disk_snapshot);
     extent_vector_reset (&src->state[i].allocated);
     pthread_mutex_destroy (&src->state[i].lock);
   }
@@ -454,6 +507,8 @@ rhv_close (struct source *base)
   free ((char *)src->cfg.url);
   free ((char *)src->cfg.user);
   free ((char *)src->cfg.cacert);
+  free ((char *)src->cfg.thumbprint);
+  free (src->snapshot);
   free (src->from_checkpoint);
   free (src->to_checkpoint);
   free (src->backup_id);
@@ -544,7 +599,7 @@ restart_transfer (struct rhv_source *src, size_t i, const struct http_pool *used
   sd->t.open = false; /* over already: nothing to finalize */
   rhv_transfer_free (&sd->t);
   if (rhv_transfer_start (src->e, &src->cfg, src->base.disks.ptr[i].key, src->backup_id,
-                          what, &sd->t) == -1)
+                          sd->disk_snapshot, what, &sd->t) == -1)
     return -1;
   sd->untouchable = false;
   __atomic_add_fetch (&src->restarts, 1, __ATOMIC_RELAXED);
@@ -619,8 +674,11 @@ rhv_changed (struct source *base, size_t i, const char *since, extent_vector *ar
 
   *why = NULL;
   if (src->backup_id == NULL) {
-    *why = strdup ("no backup: the VM is down and no checkpoint= was given, so the engine "
-                   "reports no changes");
+    *why =
+        strdup (src->snapshot ? "a snapshot is read, not a backup: the engine reports "
+                                "no changes"
+                              : "no backup: the VM is down and no checkpoint= was given, "
+                                "so the engine reports no changes");
     return 1;
   }
   if (src->from_checkpoint == NULL || strcmp (since, src->from_checkpoint) != 0) {
@@ -753,9 +811,20 @@ static int
 rhv_enable_change_tracking (struct source *base)
 {
   struct rhv_source *src = (struct rhv_source *)base;
-  log_error ("vm %s (%s): turn on \"Enable Incremental Backup\" on each disk in the engine "
-             "(qcow2 disks only); ferry does not change the VM's disks",
-             src->vm.id, src->vm.name);
+  char list[1024] = "";
+  size_t len = 0;
+
+  for (size_t i = 0; i < base->disks.len; i++) {
+    const struct rhv_disk *d = engine_disk (src, base->disks.ptr[i].key);
+    if (!disk_incremental (d) && len < sizeof list)
+      len += snprintf (list + len, sizeof list - len, "%s%s (%s, %s, backup %s)",
+                       len ? ", " : "", d->id, d->alias ? d->alias : "?",
+                       d->format ? d->format : "?", d->backup ? d->backup : "none");
+  }
+  log_error ("vm %s (%s): disk %s has no incremental backup: turn on \"Enable Incremental "
+             "Backup\" on it in the engine (qcow2 disks only), or migrate cold; ferry "
+             "does not change the VM's disks",
+             src->vm.id, src->vm.name, list[0] ? list : "(none)");
   return -1;
 }
 
@@ -810,18 +879,22 @@ rhv_describe (struct source *base)
     }
     json_array_append_new (
         disks,
-        json_pack ("{s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:b}", "key", d->key,
-                   "label", d->label, "fileName", d->file_name, "datastore", d->datastore,
-                   "export", d->export_name, "capacity", (json_int_t)d->capacity,
-                   "allocated", allocated, "changeId", str_or_null (d->change_id), "uuid",
-                   str_or_null (d->uuid), "format", str_or_null (rd ? rd->format : NULL),
-                   "bootable", rd && rd->bootable));
+        json_pack ("{s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o, s:o, s:o, s:b, s:o, s:I}",
+                   "key", d->key, "label", d->label, "fileName", d->file_name, "datastore",
+                   d->datastore, "export", d->export_name, "capacity",
+                   (json_int_t)d->capacity, "allocated", allocated, "changeId",
+                   str_or_null (d->change_id), "uuid", str_or_null (d->uuid), "format",
+                   str_or_null (rd ? rd->format : NULL), "bootable", rd && rd->bootable,
+                   "diskSnapshot",
+                   str_or_null (src->state ? src->state[i].disk_snapshot : NULL),
+                   "actualSize", (json_int_t)(rd ? rd->actual_size : 0)));
   }
-  return json_pack ("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:{s:s, s:s}}", "id",
+  return json_pack ("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:s, s:s}}", "id",
                     src->vm.id, "name", base->vm.name, "status", src->vm.status, "host",
                     str_or_null (src->vm.host), "backup", str_or_null (src->backup_id),
                     "fromCheckpoint", str_or_null (src->from_checkpoint), "toCheckpoint",
-                    str_or_null (src->to_checkpoint), "disks", disks, "source", "provider",
+                    str_or_null (src->to_checkpoint), "snapshot",
+                    str_or_null (src->snapshot), "disks", disks, "source", "provider",
                     "rhv", "url", src->cfg.url);
 }
 

@@ -84,6 +84,7 @@ imageio_pool (const struct rhv_config *config, const char *base, unsigned connec
   struct http_config hc = {
     .base_url = base,
     .cacert = config->cacert,
+    .thumbprint = config->thumbprint,
     .sslverify = config->sslverify,
     .connections = connections,
     .connect_timeout = 30,
@@ -132,15 +133,29 @@ connect_imageio (const struct rhv_config *config, json_t *j, struct rhv_transfer
   const char *turl = rhv_json_str (j, "transfer_url"),
              *purl = rhv_json_str (j, "proxy_url");
 
-  if (turl) {
+  /* A thumbprint pins the engine's certificate, which its imageio proxy presents too;
+   * each host has its own.
+   */
+  if (turl && config->thumbprint && purl)
+    log_debug ("%s: transfer %s: thumbprint= pins the engine's certificate: reading "
+               "through its proxy",
+               what, t->id);
+  else if (turl) {
     CLEANUP_FREE char *base = NULL, *path = NULL;
     if (split_url (turl, &base, &path) == 0 && resolvable (base)) {
-      if (try_imageio (config, turl, t) == 0)
+      /* With a proxy to fall back to, the host's failure is not an error (yet): it goes
+       * to the debug log, and into the line that says we fall back.
+       */
+      bool was = purl ? log_errors_as_debug (true) : false;
+      int r = try_imageio (config, turl, t);
+      if (purl)
+        log_errors_as_debug (was);
+      if (r == 0)
         return 0;
       if (purl)
-        log_info ("%s: transfer %s: the host's imageio at %s cannot be used; trying the "
-                  "engine's proxy %s",
-                  what, t->id, base, purl);
+        log_info ("%s: transfer %s: the host's imageio at %s cannot be used (%s); trying "
+                  "the engine's proxy %s",
+                  what, t->id, base, log_last_demoted (), purl);
     } else
       log_debug ("%s: transfer %s: the host in %s cannot be resolved here; using the "
                  "proxy",
@@ -155,8 +170,8 @@ connect_imageio (const struct rhv_config *config, json_t *j, struct rhv_transfer
 
 int
 rhv_transfer_start (struct rhv_engine *e, const struct rhv_config *config,
-                    const char *disk_id, const char *backup_id, const char *what,
-                    struct rhv_transfer *t)
+                    const char *disk_id, const char *backup_id, const char *snapshot_id,
+                    const char *what, struct rhv_transfer *t)
 {
   CLEANUP_FREE char *body = NULL, *path = NULL;
   json_t *j = NULL;
@@ -167,7 +182,13 @@ rhv_transfer_start (struct rhv_engine *e, const struct rhv_config *config,
   memset (t, 0, sizeof *t);
   t->disk_id = strdup (disk_id);
   t->backup_id = backup_id ? strdup (backup_id) : NULL;
-  if (backup_id)
+  t->snapshot_id = snapshot_id ? strdup (snapshot_id) : NULL;
+  /* A disk snapshot: format raw serves it with the layers below it, at virtual size. */
+  if (snapshot_id)
+    body = rhv_xml ("image_transfer", "snapshot@id", snapshot_id, "direction", "download",
+                    "format", "raw", "inactivity_timeout", INACTIVITY_TIMEOUT,
+                    "timeout_policy", "cancel", (const char *)NULL);
+  else if (backup_id)
     body = rhv_xml ("image_transfer", "disk@id", disk_id, "backup@id", backup_id,
                     "direction", "download", "format", "raw", "inactivity_timeout",
                     INACTIVITY_TIMEOUT, "timeout_policy", "cancel", (const char *)NULL);
@@ -342,6 +363,7 @@ rhv_transfer_free (struct rhv_transfer *t)
   free (t->id);
   free (t->disk_id);
   free (t->backup_id);
+  free (t->snapshot_id);
   free (t->url);
   free (t->path);
   memset (t, 0, sizeof *t);

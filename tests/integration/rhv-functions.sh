@@ -38,15 +38,23 @@ rhv_control ()
 }
 
 # rhv_create_vm NAME STATUS SIZE...: a VM (down|up) with one qcow2 disk per SIZE (bytes
-# or with a K/M suffix); prints its id.
+# or with a K/M suffix; SIZE/raw for a raw disk); prints its id.
 rhv_create_vm ()
 {
   local name=$1 status=$2 size disks=()
   shift 2
-  for size in "$@"; do disks+=("$(numfmt --from=iec "$size")"); done
+  for size in "$@"; do disks+=("$(numfmt --from=iec "${size%/raw}")${size#"${size%/raw}"}"); done
   jq -n --arg n "$name" --arg s "$status" '{name: $n, status: $s,
-      disks: [$ARGS.positional[] | {size: tonumber}]}' --args "${disks[@]}" |
+      disks: [$ARGS.positional[] | split("/") |
+              {size: (.[0] | tonumber), format: (.[1] // "qcow2")}]}' --args "${disks[@]}" |
     rhv_control POST /vms --data-binary @- | jq -r .id
+}
+
+# rhv_snapshot VM: a VM snapshot (each disk's volume becomes a disk snapshot under a new
+# qcow2 layer); prints its id.
+rhv_snapshot ()
+{
+  rhv_control POST "/vms/$1/snapshots" --data-binary '{"description": "test"}' | jq -r .id
 }
 
 # rhv_vm ID: the double's view of a VM (disks with their qcow2 paths).
@@ -55,7 +63,8 @@ rhv_vm ()
   rhv_control GET "/vms/$1"
 }
 
-# rhv_disk VM N FIELD: field of the VM's Nth disk (0-based): id, path, size.
+# rhv_disk VM N FIELD: field of the VM's Nth disk (0-based): id, path (the active
+# volume), format (of that volume), size, snapshots.
 rhv_disk ()
 {
   rhv_vm "$1" | jq -r ".disks[$2].$3"

@@ -44,7 +44,10 @@ r2=$(($(rhv_stat imageio_bytes) - before))
 [ "$r2" = $((3 * K)) ] || fail "round 2 fetched $r2 bytes, the changed blocks are $((3 * K))"
 
 rhv_write_random "$vm" "$d0" $((200 * K)) "$K"
+before=$(rhv_stat imageio_bytes)
 "$ferry" cutover "$tmpdir/plan.json" --progress=none || fail "cutover"
+r3=$(($(rhv_stat imageio_bytes) - before))
+[ "$r3" = "$K" ] || fail "the cutover round fetched $r3 bytes, the changed block is $K"
 qemu-img compare -U -f raw -F qcow2 "$tmpdir/pvc/app01-disk0/disk.img" "$(rhv_disk "$vm" 0 path)" ||
   fail "the target differs from the guest's disk"
 jq -e '.vms[0].state == "verified" and (.vms[0].rounds | length) == 3' \
@@ -53,3 +56,22 @@ timeout=10 wait_for rhv_transfers_ended
 [ "$(rhv_open_transfers)" = 0 ] || fail "a transfer was left open"
 rhv_control GET /backups | jq -e 'all(.phase == "succeeded")' >/dev/null ||
   fail "a backup was left open: $(rhv_control GET /backups)"
+
+# SIGTERM in the middle of a round of another plan (ferry stopped right after its backup
+# and transfer were made): ferry ends them; none is left open.
+vm2=$(rhv_create_vm app02 up 8M)
+rhv_write_random "$vm2" "$(rhv_disk "$vm2" 0 id)" 0 $((2 * K))
+make_targets app02 1
+jq '.name = "rhv-term" | .stateDir += "-term" | .vms = [{name: "app02"}]' \
+  "$tmpdir/plan.json" >"$tmpdir/plan2.json"
+FERRY_TEST_STOP_AT=snapshot-created:1 "$ferry" precopy "$tmpdir/plan2.json" --progress=none &
+pid=$!
+wait_stopped "$pid"
+[ "$(rhv_open_transfers)" = 1 ] || fail "expected the round's transfer open: $(rhv_control GET /transfers)"
+kill -TERM "$pid"
+kill -CONT "$pid"
+if wait "$pid"; then fail "ferry precopy succeeded after SIGTERM"; fi
+timeout=10 wait_for rhv_transfers_ended
+[ "$(rhv_open_transfers)" = 0 ] || fail "a transfer was left open after SIGTERM: $(rhv_control GET /transfers)"
+rhv_control GET /backups | jq -e 'all(.phase == "succeeded")' >/dev/null ||
+  fail "a backup was left open after SIGTERM: $(rhv_control GET /backups)"

@@ -3,7 +3,8 @@
 # ferry migrate, cold, from RHV: a plan with "source": {"type": "ovirt"} and a Secret laid
 # out like Forklift's oVirt provider Secret (user, password, cacert).  ferry shuts the
 # running 2-disk VM down, copies its disks into filesystem targets through image
-# transfers, verifies them, and leaves no transfer open; only the data was fetched.
+# transfers, verifies them, and leaves no transfer open; only the data was fetched; with
+# maxInFlightPerDatastore=1 the disks of the one storage domain are read one at a time.
 source "$(dirname "$0")/functions.sh"
 source "$(dirname "$0")/rhv-functions.sh"
 set -euo pipefail
@@ -24,7 +25,7 @@ make_targets web01 2
 jq -n --arg url "$ENGINE_URL" --arg secret "$tmpdir/secret" --arg state "$tmpdir/state" \
   --arg pvc "$tmpdir/pvc" '{
     name: "rhv", source: { type: "ovirt", url: $url, secret: $secret },
-    stateDir: $state, skipGuestConversion: true,
+    stateDir: $state, skipGuestConversion: true, maxInFlightPerDatastore: 1,
     storageMap: [ { source: { name: "data1" },
                     destination: { kind: "filesystem", path: ($pvc + "/{vm}-disk{index}") } } ],
     vms: [ { name: "web01" } ] }' >"$tmpdir/plan.json"
@@ -46,6 +47,14 @@ timeout=10 wait_for rhv_transfers_ended
 rhv_control GET /transfers | jq -e 'all(.phase == "finished_success")' >/dev/null
 [ "$(rhv_control GET /backups | jq length)" = 0 ] || fail "a cold migration made a backup"
 [ "$(rhv_stat logins)" = "$(rhv_stat logouts)" ] || fail "a token was not revoked"
+
+# Both disks are on storage domain data1 and the plan allows one transfer in flight per
+# storage domain: no GET of one disk overlaps a GET of the other.
+rhv_control GET /transfers | jq -e --arg a "$(rhv_disk "$vm" 0 id)" --arg b "$(rhv_disk "$vm" 1 id)" '
+  [.[] | select(.disk == $a) | .gets[]] as $x | [.[] | select(.disk == $b) | .gets[]] as $y |
+  ($x | length) > 0 and ($y | length) > 0 and
+  all($x[]; . as $g | all($y[]; .[1] <= $g[0] or $g[1] <= .[0]))' >/dev/null ||
+  fail "the two disks of storage domain data1 were read at the same time"
 
 # Data only: 1 MiB + 64 KiB + the 5000000 bytes (in 4 KiB pieces), plus at most a 10%
 # verification sample.

@@ -25,7 +25,7 @@ static const char vm_answer[] =
     "{\"id\":\"d1\",\"active\":\"true\",\"bootable\":\"true\",\"interface\":\"virtio_"
     "scsi\","
     "\"disk\":{\"id\":\"d1\",\"alias\":\"web01_Disk1\",\"provisioned_size\":"
-    "\"46137344000\","
+    "\"46137344000\",\"actual_size\":\"1073741824\","
     "\"format\":\"cow\",\"status\":\"ok\",\"storage_type\":\"image\",\"backup\":"
     "\"incremental\",\"storage_domains\":{\"storage_domain\":[{\"id\":\"sd1\"}]}}},"
     "{\"id\":\"d2\",\"active\":\"false\",\"bootable\":\"false\","
@@ -100,6 +100,8 @@ test_vm_with_disks (void **state)
   assert_string_equal (vm.disks.ptr[0].id, "d1");
   assert_string_equal (vm.disks.ptr[0].alias, "web01_Disk1");
   assert_true (vm.disks.ptr[0].provisioned_size == 46137344000ULL);
+  assert_true (vm.disks.ptr[0].actual_size == 1073741824ULL);
+  assert_true (vm.disks.ptr[1].actual_size == 0); /* not given */
   assert_string_equal (vm.disks.ptr[0].format, "cow");
   assert_string_equal (vm.disks.ptr[0].backup, "incremental");
   assert_string_equal (vm.disks.ptr[0].storage_domain, "sd1");

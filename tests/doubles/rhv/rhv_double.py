@@ -15,6 +15,7 @@ import argparse
 import bisect
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -38,10 +39,11 @@ STATE = {
     "disks": {},
     "transfers": {},
     "backups": {},
-    "stats": {"imageio_bytes": 0, "imageio_requests": 0, "logins": 0,
+    "stats": {"imageio_bytes": 0, "imageio_requests": 0, "logins": 0, "faults": 0,
               "failed_logins": 0, "logouts": 0, "transfers": 0, "backups": 0},
     "faults": {"transfer_url": "unresolvable", "max_inactivity": None,
-               "init_polls": 1, "token_ttl": 3600, "imageio_500": 0},
+               "init_polls": 1, "token_ttl": 3600, "imageio_500": 0,
+               "fault_rate": 0, "expire_ticket_after": None, "pause_disk": None},
 }
 SD = {"id": "5b8c5a1e-0000-4000-8000-00000000d001", "name": "data1"}
 HOST = {"id": "7a6f3b2c-0000-4000-8000-00000000a001", "name": "host1"}
@@ -83,7 +85,8 @@ def vm_json(vm, follow=False):
 def disk_json(d):
     return {"id": d["id"], "alias": d["alias"], "name": d["alias"],
             "provisioned_size": d["size"], "actual_size": os.path.getsize(d["path"]),
-            "format": "cow", "sparse": True, "backup": d["backup"],
+            "format": "cow" if d["format"] == "qcow2" or d["snapshots"] else "raw",
+            "sparse": True, "backup": d["backup"], "image_id": d["volume"],
             "storage_type": "image", "status": d["status"], "content_type": "data",
             "qcow_version": "qcow2_v3",
             "storage_domains": {"storage_domain": [{"id": SD["id"]}]},
@@ -135,11 +138,13 @@ def backup_json(b):
 
 
 def start_nbd(t, disk, bitmap):
+    """qemu-nbd over the transfer's volume and its backing chain (format raw)."""
     sock = os.path.join(ARGS.dir, "nbd-%s.sock" % t["id"])
-    cmd = ["qemu-nbd", "-r", "-t", "-f", "qcow2", "-A", "-e", "8", "-x", "", "-k", sock]
+    fmt = volume_format(disk, t["path"])
+    cmd = ["qemu-nbd", "-r", "-t", "-f", fmt, "-A", "-e", "8", "-x", "", "-k", sock]
     if bitmap:
         cmd += ["-B", bitmap]
-    cmd.append(disk["path"])
+    cmd.append(t["path"])
     t["proc"] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t["sock"] = sock
     deadline = time.monotonic() + 10
@@ -147,6 +152,58 @@ def start_nbd(t, disk, bitmap):
         if t["proc"].poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("qemu-nbd: " + t["proc"].stderr.read().decode(errors="replace"))
         time.sleep(0.01)
+
+
+def volume_format(disk, path):
+    """The base volume of a raw disk is raw; every snapshot layer is qcow2."""
+    return disk["format"] if path == disk["base"] else "qcow2"
+
+
+def disk_snapshot_json(disk, ds):
+    return {"id": ds["id"], "disk": {"id": disk["id"]}, "snapshot": {"id": ds["snapshot"]},
+            "parent": {"id": ds["parent"]} if ds["parent"] else None,
+            "provisioned_size": disk["size"], "actual_size": os.path.getsize(ds["path"]),
+            "format": "cow" if ds["path"] != disk["base"] or disk["format"] == "qcow2"
+            else "raw", "status": "ok", "content_type": "data",
+            "href": "/ovirt-engine/api/disks/%s/disksnapshots/%s" % (disk["id"], ds["id"])}
+
+
+def snapshot_json(vm, sn):
+    return {"id": sn["id"], "description": sn["description"], "snapshot_type": "regular",
+            "snapshot_status": "ok", "persist_memorystate": False, "vm": {"id": vm["id"]},
+            "href": "/ovirt-engine/api/vms/%s/snapshots/%s" % (vm["id"], sn["id"])}
+
+
+def make_snapshot(vm, description):
+    """A VM snapshot: each disk's active volume becomes a read-only disk snapshot and a new
+    qcow2 volume on top of it takes the guest's writes.  Returns None, or a fault."""
+    for did in vm["disks"]:
+        if STATE["disks"][did]["status"] != "ok":
+            return "[Cannot create Snapshot. Disk %s is locked.]" % STATE["disks"][did]["alias"]
+    sid = str(uuid.uuid4())
+    for did in vm["disks"]:
+        disk = STATE["disks"][did]
+        old, vol = disk["path"], str(uuid.uuid4())
+        new = os.path.join(ARGS.dir, "%s-%s.qcow2" % (did, vol))
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", old, "-F",
+            volume_format(disk, old), new)
+        parent = disk["snapshots"][-1]["id"] if disk["snapshots"] else None
+        disk["snapshots"].append({"id": disk["volume"], "path": old, "snapshot": sid,
+                                  "parent": parent})
+        disk["path"], disk["volume"] = new, vol
+        # Bitmaps stay in the old layer and miss the new one's writes: from now on
+        # backups since an older checkpoint are full (conservative, never stale).
+        disk["bitmaps"] = []
+    vm["snapshots"].append({"id": sid, "description": description})
+    return sid
+
+
+def find_disk_snapshot(dsid):
+    for disk in STATE["disks"].values():
+        for ds in disk["snapshots"]:
+            if ds["id"] == dsid:
+                return disk, ds
+    return None, None
 
 
 def end_transfer(t, phase):
@@ -310,6 +367,8 @@ class EngineHandler(Handler):
                 return vm_json(vm, follow)
             if p[2:] == ["diskattachments"]:
                 return {"disk_attachment": attachments(vm, False)}
+            if p[2:] == ["snapshots"]:
+                return {"snapshot": [snapshot_json(vm, sn) for sn in vm["snapshots"]]}
             if p[2:] == ["checkpoints"]:
                 return {"checkpoint": [{"id": c["id"], "parent_id": c["parent"],
                                         "state": "created", "vm": {"id": vm["id"]}}
@@ -329,11 +388,18 @@ class EngineHandler(Handler):
             return None
         if p[0] == "disks" and len(p) == 2 and p[1] in s["disks"]:
             return disk_json(s["disks"][p[1]])
+        if p[0] == "disks" and p[2:] == ["disksnapshots"] and p[1] in s["disks"]:
+            d = s["disks"][p[1]]
+            return {"disk_snapshot": [disk_snapshot_json(d, ds) for ds in d["snapshots"]]}
         if p == ["storagedomains", SD["id"]]:
             return {"id": SD["id"], "name": SD["name"], "type": "data"}
         if p[0] == "imagetransfers" and len(p) == 2 and p[1] in s["transfers"]:
             t = s["transfers"][p[1]]
             t["polls"] += 1
+            if t["phase"] == "initializing" and t["polls"] >= s["faults"]["init_polls"] and \
+                    s["faults"]["pause_disk"] == t["disk"]:
+                t["phase"] = "paused_system"  # e.g. the host's daemon failed; stays open
+                return transfer_json(t)
             if t["phase"] == "initializing" and t["polls"] >= s["faults"]["init_polls"]:
                 try:
                     start_nbd(t, s["disks"][t["disk"]], t["bitmap"])
@@ -361,7 +427,7 @@ class EngineHandler(Handler):
                                       "[Cannot finalize transfer in phase %s]" % t["phase"])
                 return self.send(200, strs({"status": "complete"}))
             if p[2] == "cancel":
-                if t["phase"] in ("initializing", "transferring"):
+                if t["phase"] in ("initializing", "transferring", "paused_system"):
                     end_transfer(t, "cancelled_user")
                 return self.send(200, strs({"status": "complete"}))
             if p[2] == "extend":
@@ -377,6 +443,12 @@ class EngineHandler(Handler):
                 return self.send(200, strs({"status": "complete"}))
             if p[2] == "backups" and len(p) == 3:
                 return self.new_backup(vm, root)
+            if p[2] == "snapshots" and len(p) == 3:
+                sid = make_snapshot(vm, root.findtext("description") or "")
+                if sid.startswith("["):
+                    return self.fault(409, "Operation Failed", sid)
+                return self.send(201, strs(dict(snapshot_json(vm, vm["snapshots"][-1]),
+                                                snapshot_status="locked")))
             if p[2] == "backups" and len(p) == 5 and p[3] in s["backups"] and \
                     p[4] == "finalize":
                 b = s["backups"][p[3]]
@@ -391,8 +463,15 @@ class EngineHandler(Handler):
 
     def new_transfer(self, root):
         s = STATE
-        disk_el = root.find("disk")
+        disk_el, snap_el = root.find("disk"), root.find("snapshot")
         did = disk_el.get("id") if disk_el is not None else None
+        dsnap = None
+        if snap_el is not None:
+            disk, dsnap = find_disk_snapshot(snap_el.get("id"))
+            if dsnap is None:
+                return self.fault(404, "Not Found", "[Cannot transfer Virtual Disk: disk "
+                                  "snapshot %s does not exist]" % snap_el.get("id"))
+            did = disk["id"]
         if did not in s["disks"]:
             return self.fault(404, "Not Found", "[Cannot transfer Virtual Disk: disk %s "
                               "does not exist]" % did)
@@ -413,7 +492,7 @@ class EngineHandler(Handler):
             return self.fault(409, "Operation Failed",
                               "[Cannot transfer Virtual Disk: Disk is locked. Please try "
                               "again later.]")
-        if backup is None and vm["status"] != "down":
+        if backup is None and dsnap is None and vm["status"] != "down":
             return self.fault(409, "Operation Failed",
                               "[Cannot transfer Virtual Disk: The disk %s is plugged to "
                               "a running VM %s; use a snapshot or a backup]"
@@ -432,7 +511,9 @@ class EngineHandler(Handler):
             "transferred": 0, "ranges": [], "bytes": 0, "active": 0, "polls": 0,
             "idle_polls": 0, "inactivity_timeout": inactivity, "touches": 0, "ticket_valid": False,
             "last_activity": time.monotonic(), "dirty": bitmap is not None,
-            "bitmap": bitmap, "proc": None, "sock": None, "cancel_reason": None}
+            "bitmap": bitmap, "proc": None, "sock": None, "cancel_reason": None,
+            "path": dsnap["path"] if dsnap else disk["path"], "gets": [],
+            "snapshot": dsnap["id"] if dsnap else None}
         disk["status"] = "locked"
         s["stats"]["transfers"] += 1
         return self.send(201, strs(transfer_json(s["transfers"][tid])))
@@ -579,16 +660,29 @@ class ImageioHandler(Handler):
                                  [("Content-Range", "bytes */%d" % size)])
             start, end, code = int(a), min(int(b) if b else size - 1, size - 1), 206
         with LOCK:
-            if STATE["faults"]["imageio_500"] > 0:
-                STATE["faults"]["imageio_500"] -= 1
-                fail = True
-            else:
-                fail = False
+            f = STATE["faults"]
+            fail = None
+            if f["imageio_500"] > 0:
+                f["imageio_500"] -= 1
+                fail = "500"
+            elif f["fault_rate"] and random.random() < f["fault_rate"]:
+                # Each kind in turn, so that a few faults include every kind.
+                fail = ["500", "reset", "short", "slow"][STATE["stats"]["faults"] % 4]
+            if fail:
+                STATE["stats"]["faults"] += 1
+            expire_at = f["expire_ticket_after"]
+            began = time.monotonic()
             t["active"] += 1
             STATE["stats"]["imageio_requests"] += 1
         try:
-            if fail:
+            if fail == "500":
                 return self.send(500, "injected internal error\n", "text/plain")
+            if fail == "reset":  # the connection drops before an answer
+                self.close_connection = True
+                self.request.shutdown(socket.SHUT_RDWR)
+                return
+            if fail == "slow":  # a slow first byte
+                time.sleep(0.3)
             h = self.handles.get(t["id"])
             if h is None:
                 h = nbd.NBD()
@@ -601,11 +695,17 @@ class ImageioHandler(Handler):
                 self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end, size))
             self.end_headers()
             pos = start
+            stop = start + (end + 1 - start) // 2 if fail == "short" else end + 1
             while pos <= end:
-                if not t["ticket_valid"]:
+                if expire_at is not None and t["bytes"] >= expire_at:
+                    with LOCK:  # the ticket expires mid-read: the engine ends the transfer
+                        STATE["faults"]["expire_ticket_after"] = expire_at = None
+                        t["cancel_reason"] = "ticket expired"
+                        end_transfer(t, "cancelled_system")
+                if not t["ticket_valid"] or pos >= stop:
                     self.close_connection = True
-                    return  # the ticket was removed: cut the stream
-                n = min(end + 1 - pos, 1 << 20)
+                    return  # the ticket was removed, or a short body: cut the stream
+                n = min(end + 1 - pos, stop - pos, 64 << 10)
                 self.wfile.write(h.pread(n, pos))
                 pos += n
                 with LOCK:
@@ -613,6 +713,7 @@ class ImageioHandler(Handler):
                     t["bytes"] += n
             with LOCK:
                 add_range(t, start, end + 1)
+                t["gets"].append([began, time.monotonic()])
         except (nbd.Error, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
@@ -670,8 +771,9 @@ class ControlHandler(Handler):
                     {"id": t["id"], "disk": t["disk"], "backup": t["backup"],
                      "phase": t["phase"], "bytes": t["bytes"],
                      "transferred": t["transferred"], "touches": t["touches"],
-                     "open": t["phase"] in ("initializing", "transferring"),
-                     "reason": t["cancel_reason"]}
+                     "open": t["phase"] in ("initializing", "transferring",
+                                            "paused_system"),
+                     "reason": t["cancel_reason"], "gets": t["gets"]}
                     for t in STATE["transfers"].values()])
             if p == ["backups"]:
                 return self.send(200, [backup_json(b) for b in STATE["backups"].values()])
@@ -682,10 +784,19 @@ class ControlHandler(Handler):
     def vm_view(self, vm):
         return {"id": vm["id"], "name": vm["name"], "status": vm["status"],
                 "checkpoints": [c["id"] for c in vm["checkpoints"]],
+                "snapshots": [sn["id"] for sn in vm["snapshots"]],
                 "disks": [{"id": d, "alias": STATE["disks"][d]["alias"],
                            "path": STATE["disks"][d]["path"],
+                           "format": volume_format(STATE["disks"][d],
+                                                   STATE["disks"][d]["path"]),
                            "size": STATE["disks"][d]["size"],
-                           "status": STATE["disks"][d]["status"]} for d in vm["disks"]]}
+                           "status": STATE["disks"][d]["status"],
+                           "snapshots": [{"id": ds["id"], "path": ds["path"],
+                                          "format": volume_format(STATE["disks"][d],
+                                                                  ds["path"]),
+                                          "snapshot": ds["snapshot"]}
+                                         for ds in STATE["disks"][d]["snapshots"]]}
+                          for d in vm["disks"]]}
 
     def do_POST(self):
         p = urllib.parse.urlsplit(self.path).path.strip("/").split("/")
@@ -702,9 +813,16 @@ class ControlHandler(Handler):
                         STATE["tokens"].clear()
                     elif k in STATE["faults"]:
                         STATE["faults"][k] = v
+                        if k == "fault_rate":
+                            random.seed(9)  # the same faults in every run
                     else:
                         return self.send(400, {"error": "unknown fault " + k})
                 return self.send(200, STATE["faults"])
+            if p[0] == "vms" and len(p) == 3 and p[2] == "snapshots" and p[1] in STATE["vms"]:
+                sid = make_snapshot(STATE["vms"][p[1]], req.get("description", ""))
+                if sid.startswith("["):
+                    return self.send(409, {"error": sid})
+                return self.send(201, {"id": sid})
             if p[0] == "vms" and len(p) == 3 and p[2] == "status" and p[1] in STATE["vms"]:
                 STATE["vms"][p[1]]["status"] = req["status"]
                 return self.send(200, self.vm_view(STATE["vms"][p[1]]))
@@ -713,15 +831,17 @@ class ControlHandler(Handler):
     def create_vm(self, req):
         vid = req.get("id") or str(uuid.uuid4())
         vm = {"id": vid, "name": req["name"], "status": req.get("status", "down"),
-              "disks": [], "checkpoints": []}
+              "disks": [], "checkpoints": [], "snapshots": []}
         for i, d in enumerate(req.get("disks", [])):
             did = d.get("id") or str(uuid.uuid4())
-            path = os.path.join(ARGS.dir, "%s.qcow2" % did)
-            run("qemu-img", "create", "-q", "-f", "qcow2", path, str(d["size"]))
+            fmt = d.get("format", "qcow2")
+            path = os.path.join(ARGS.dir, "%s.%s" % (did, fmt))
+            run("qemu-img", "create", "-q", "-f", fmt, path, str(d["size"]))
             STATE["disks"][did] = {"id": did, "alias": d.get("alias", "%s_Disk%d" % (
                 req["name"], i + 1)), "size": int(d["size"]), "path": path,
-                "backup": d.get("backup", "incremental"), "status": "ok", "vm": vid,
-                "bitmaps": []}
+                "backup": d.get("backup", "incremental" if fmt == "qcow2" else "none"),
+                "status": "ok", "vm": vid, "bitmaps": [], "format": fmt, "base": path,
+                "volume": str(uuid.uuid4()), "snapshots": []}
             vm["disks"].append(did)
         STATE["vms"][vid] = vm
         return self.send(201, self.vm_view(vm))
@@ -751,7 +871,8 @@ class ControlHandler(Handler):
                     f.write(data)
                 cmd = "write -s %s %d %d" % (src, off, len(data))
             try:
-                run("qemu-io", "-f", "qcow2", "-c", cmd, disk["path"])
+                run("qemu-io", "-f", volume_format(disk, disk["path"]), "-c", cmd,
+                    disk["path"])
             except subprocess.CalledProcessError as e:
                 return self.send(500, {"error": e.stderr.decode(errors="replace")})
         self.send(200, {"written": len(data)})
