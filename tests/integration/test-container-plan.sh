@@ -17,6 +17,7 @@ source "$(dirname "$0")/container-functions.sh"
 set -euo pipefail
 requires jq curl cmp losetup
 requires_ferry
+build_image >/dev/null # cached by test-container-image.sh's build
 requires_image
 
 start_double
