@@ -14,7 +14,7 @@
 #
 # Prints the image id and its size.  Environment: FERRY_CACHE (default /var/cache/ferry),
 # MIRROR (default http://deb.debian.org/debian), SECURITY_MIRROR, FERRY_IMAGE_REBUILD=1 to
-# build even when a cached image matches.  Needs root, buildah, debootstrap; exit 77 when
+# build even when a cached image matches, without buildah's layer cache (fresh packages).  Needs root, buildah, debootstrap; exit 77 when
 # one is missing.
 set -euo pipefail
 
@@ -138,7 +138,9 @@ else
   source_url=$(git config --get remote.origin.url 2>/dev/null || echo unknown)
   echo "container: building $image (inputs $inputs; from scratch this takes about 15 minutes)"
   log=$cache/build-$target.log
-  buildah bud --isolation=chroot --network=host --layers \
+  fresh=()
+  [ "${FERRY_IMAGE_REBUILD:-0}" != 1 ] || fresh=(--no-cache)
+  buildah bud --isolation=chroot --network=host --layers "${fresh[@]}" \
     --build-arg BASE="$base_image" --build-arg VERSION="$version" \
     --build-arg SOURCE="$source_url" --label io.ferry.inputs="$inputs" \
     --target "$target" -f container/Containerfile \

@@ -57,12 +57,13 @@ run_pod ()
     >"$tmpdir/$name.progress" 2>"$tmpdir/$name.err"
 }
 
-# container_pid NAME: the host pid of the container's ferry (the entrypoint execs it).
-container_pid ()
+# ferry_pid NAME: the host pid of ferry in container NAME started with --init (ferry is the
+# child of catatonit: as the container's pid 1 it could not stop itself with SIGSTOP).
+ferry_pid ()
 {
-  local pid
-  pid=$(podman inspect --format '{{.State.Pid}}' "ferry-test-$1-$$" 2>/dev/null) || return 1
-  [ "${pid:-0}" != 0 ] && echo "$pid"
+  local init
+  init=$(podman inspect --format '{{.State.Pid}}' "ferry-test-$1-$$" 2>/dev/null) || return 1
+  [ "${init:-0}" != 0 ] && pgrep -P "$init" -x ferry
 }
 
 # --- cold, into a directory ------------------------------------------------------------
@@ -95,14 +96,14 @@ pod_plan warm '.warm = true | .cutover = "2020-01-01T00:00:00Z" | .precopyInterv
   .vms = [{"name": "warm"}]'
 # The block PVC is the device's group's (disk), as a pod's supplemental group would give.
 run_pod warm --device "$dev:/dev/ferry-warm-disk0:rw" --group-add "$(stat -c %g "$dev")" \
-  -e FERRY_TEST_STOP_AT=precopy-wait:1 &
+  --init -e FERRY_TEST_STOP_AT=precopy-wait:1 &
 pod=$!
 cleanup_fn "podman rm -f ferry-test-warm-$$ >/dev/null 2>&1; wait $pod 2>/dev/null"
-timeout=60 wait_for container_pid warm
-wait_stopped "$(container_pid warm)"
+timeout=60 wait_for ferry_pid warm >/dev/null
+wait_stopped "$(ferry_pid warm)"
 guest_write_random warm 2000 1000000 70000
 guest_write_random warm 2000 $((cap - 4096)) 4096
-kill -CONT "$(container_pid warm)"
+kill -CONT "$(ferry_pid warm)"
 wait $pod || fail "warm migration in the container failed: $(tail -5 "$tmpdir/warm.err")"
 jq -e '.vms[0].state == "verified" and (.vms[0].rounds | length) == 2' \
   "$tmpdir/warm.state/results.json" >/dev/null ||
