@@ -116,11 +116,13 @@ if [ "$(label_of "$base_image" io.ferry.base)" != "$base_key" ]; then
 fi
 
 # --- 2. the image -----------------------------------------------------------------------
-# The context: what git knows of (tracked, or untracked and not ignored), minus the tests
-# and benchmarks, which the image does not contain, so that changing a test rebuilds nothing.
+# The context: what git knows of (tracked, or untracked and not ignored), minus what the
+# image is not made of (tests, benchmarks, documentation, this script), so that changing
+# those rebuilds nothing.
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/ferry-ctx.XXXXXX")
 trap 'rm -rf --one-file-system "$ctx"' EXIT
-git ls-files -z --cached --others --exclude-standard -- . ':!tests' ':!bench' |
+git ls-files -z --cached --others --exclude-standard -- . ':!tests' ':!bench' ':!*.md' \
+    ':!container/build.sh' ':!container/containers.conf' |
   while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done >"$ctx.list"
 tar --null -T "$ctx.list" -cf - | tar -C "$ctx" -xf -
 rm -f "$ctx.list"
