@@ -5,7 +5,8 @@
 # 107:107 with no capabilities, carries its labels, ferry --version works, nbdkit loads the
 # plugin, only the expected programs are there (no compiler, no kernel), and the libguestfs
 # appliance is fixed in the image: with no network, as 107, an inspection of a real Debian
-# guest boots it without building one.  The later container tests reuse this build.
+# guest boots it without building one.  A second build is the cached image.  The later
+# container tests reuse this build.
 # shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 # shellcheck source-path=SCRIPTDIR source=container-functions.sh
@@ -18,6 +19,11 @@ build_image
 requires_image
 grep -Eq '^container: image id [0-9a-f]{64}$' "$tmpdir/build.out" || fail "no image id printed"
 grep -Eq '^container: size [0-9]+ bytes' "$tmpdir/build.out" || fail "no image size printed"
+id=$(sed -n 's/^container: image id //p' "$tmpdir/build.out")
+# A second build with the same inputs is the cached image.
+build_image >/dev/null
+grep -q "^container: ${image%:latest} is cached" "$tmpdir/build.out" || fail "the second build was not cached"
+grep -q "^container: image id $id\$" "$tmpdir/build.out" || fail "the cached image is another one"
 
 # Labels, user, entrypoint.
 podman image inspect "$image" >"$tmpdir/inspect.json"
