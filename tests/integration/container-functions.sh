@@ -34,7 +34,8 @@ build_image ()
 }
 
 # run_image [PODMAN-RUN-OPTIONS...] [--] ARGS...: run the image once (removed after) on the
-# host's network, as its own user (107); ARGS go to its entrypoint.  Options before "--"
+# host's network (unless the options say --network=...), as its own user (107); ARGS go to
+# its entrypoint.  Options before "--"
 # go to podman run (e.g. -v, --device, -e, --name).
 run_image ()
 {
@@ -43,5 +44,6 @@ run_image ()
     while [ "$1" != -- ]; do opts+=("$1"); shift; done
     shift
   fi
-  podman run --rm --runtime=runc --network=host "${opts[@]}" "$image" "$@"
+  [[ " ${opts[*]} " == *" --network="* ]] || opts+=(--network=host)
+  podman run --rm --runtime=runc "${opts[@]}" "$image" "$@"
 }

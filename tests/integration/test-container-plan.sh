@@ -17,7 +17,7 @@ source "$(dirname "$0")/container-functions.sh"
 set -euo pipefail
 requires jq curl cmp losetup
 requires_ferry
-build_image >/dev/null # cached by test-container-image.sh's build
+build_image # cached by test-container-image.sh's build
 requires_image
 
 start_double
@@ -66,6 +66,13 @@ ferry_pid ()
   [ "${init:-0}" != 0 ] && pgrep -P "$init" -x ferry
 }
 
+# stopped_or_failed PID NAME: true once PID is stopped; fails with NAME's stderr if it ended.
+stopped_or_failed ()
+{
+  [ -e "/proc/$1" ] || fail "$2: ferry ended: $(tail -5 "$tmpdir/$2.err")"
+  process_stopped "$1"
+}
+
 # --- cold, into a directory ------------------------------------------------------------
 create_vm cold "disks=64M&power=off&cbt=1" >/dev/null
 make_sparse_disk "$tmpdir/cold.src" 64M 0:16 100:200 1023:1
@@ -94,16 +101,20 @@ place_disk warm 2000 "$tmpdir/warm.src"
 pod_plan warm '.warm = true | .cutover = "2020-01-01T00:00:00Z" | .precopyIntervalSeconds = 1 |
   .storageMap[0].destination = {kind: "block", path: "/dev/ferry-warm-disk0"} |
   .vms = [{"name": "warm"}]'
-# The block PVC is the device's group's (disk), as a pod's supplemental group would give.
-run_pod warm --device "$dev:/dev/ferry-warm-disk0:rw" --group-add "$(stat -c %g "$dev")" \
-  --init -e FERRY_TEST_STOP_AT=precopy-wait:1 &
+# The block PVC belongs to the pod's user, as a runtime with
+# device_ownership_from_security_context (CRI-O, containerd) makes it.
+cleanup_fn "chown $(stat -c %u:%g "$dev") $dev"
+chown 107:107 "$dev"
+run_pod warm --device "$dev:/dev/ferry-warm-disk0:rw" --init \
+  -e FERRY_TEST_STOP_AT=precopy-wait:1 &
 pod=$!
 cleanup_fn "podman rm -f ferry-test-warm-$$ >/dev/null 2>&1; wait $pod 2>/dev/null"
 timeout=60 wait_for ferry_pid warm >/dev/null
-wait_stopped "$(ferry_pid warm)"
+pid=$(ferry_pid warm) || fail "warm: ferry ended early: $(tail -5 "$tmpdir/warm.err")"
+timeout=60 wait_for stopped_or_failed "$pid" warm
 guest_write_random warm 2000 1000000 70000
 guest_write_random warm 2000 $((cap - 4096)) 4096
-kill -CONT "$(ferry_pid warm)"
+kill -CONT "$pid"
 wait $pod || fail "warm migration in the container failed: $(tail -5 "$tmpdir/warm.err")"
 jq -e '.vms[0].state == "verified" and (.vms[0].rounds | length) == 2' \
   "$tmpdir/warm.state/results.json" >/dev/null ||
