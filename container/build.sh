@@ -129,8 +129,11 @@ rm -f "$ctx.list"
 inputs=$( (cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
            echo "base $base_key target $target version $version") | sha256sum | cut -c1-16)
 
-found=$(buildah images --noheading --quiet --no-trunc --filter "label=io.ferry.inputs=$inputs" \
-          2>/dev/null | head -1)
+# The tagged image only: buildah labels the intermediate stages' images too.  (One line per
+# tag: keep the first, without a pipe that could end podman with SIGPIPE.)
+found=$(podman images --noheading --quiet --no-trunc --filter "label=io.ferry.inputs=$inputs" \
+          --filter "reference=$image" 2>/dev/null || true)
+found=${found%%$'\n'*}
 if [ -n "$found" ] && [ "${FERRY_IMAGE_REBUILD:-0}" != 1 ]; then
   echo "container: $image is cached (inputs $inputs)"
   id=$found

@@ -30,7 +30,7 @@ build_image ()
   "$top/container/build.sh" "$@" >"$tmpdir/build.out" 2>&1 || rc=$?
   cat "$tmpdir/build.out"
   [ $rc != 77 ] || skip "$(grep SKIP "$tmpdir/build.out")"
-  [ $rc = 0 ] || fail "container/build.sh $* failed"
+  [ $rc = 0 ] || fail "container/build.sh $* failed (exit $rc)"
 }
 
 # run_image [PODMAN-RUN-OPTIONS...] [--] ARGS...: run the image once (removed after) on the
