@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
+# timeout: 2700
 # The importer image: `make container`'s script builds it with buildah from the debootstrap
 # base (or finds it cached by its inputs) and prints its id and size.  The image runs as
 # 107:107 with no capabilities, carries its labels, ferry --version works, nbdkit loads the
 # plugin, only the expected programs are there (no compiler, no kernel, nothing setuid), and the libguestfs
 # appliance is fixed in the image: with no network, as 107, an inspection of a real Debian
 # guest boots it without building one.  A second build is the cached image.  The later
-# container tests reuse this build.
+# container tests reuse this build.  A first build takes about 20 minutes here (timeout).
 # shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
 # shellcheck source-path=SCRIPTDIR source=container-functions.sh

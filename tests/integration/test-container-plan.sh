@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
+# timeout: 2700
 # Plan mode in the importer image, laid out as a pod would be: the plan read-only at
 # /etc/ferry/plan/plan.json (a ConfigMap), the Secret (with the double's CA) read-only, the
 # journal on a state volume, filesystem PVCs as bind-mounted directories and a block PVC as

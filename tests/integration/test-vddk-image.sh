@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
+# timeout: 2700
 # The VDDK init image (make vddk-image): run as CDI's and Forklift's init container does —
 # its default entrypoint, as 107:107, with no capabilities, an empty directory at /opt — it
 # copies vmware-vix-disklib-distrib/ there: libvixDiskLib.so.8 and the libvixDiskLib.so
