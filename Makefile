@@ -203,10 +203,13 @@ help:
 	@echo "make demo         a real guest migrated warm, inspected, converted and booted"
 	@echo "make install      install everything (DESTDIR, PREFIX; the plugin into nbdkit's plugindir)"
 	@echo "make lint         cppcheck, shellcheck, clang-format"
+	@echo "make container    the importer image localhost/ferry:latest (buildah; cached by its inputs)"
+	@echo "make vddk-image   the VDDK init image localhost/ferry-vddk:latest (copies the library to /opt)"
 	@echo "make clean        remove build products"
 	@echo "V=1               show full command lines"
 
 include vddk/vddk.mk
+include container/container.mk
 include fuzz/fuzz.mk
 
 -include $(OBJS:.o=.d)

@@ -15,6 +15,7 @@ packages=(
   libfuse3-dev fuse3 libguestfs-dev libguestfs-tools linux-image-amd64 debootstrap
   qemu-system-x86 fio zstd
   virt-v2v python3-yaml python3-jsonschema
+  buildah podman runc catatonit file
 )
 
 missing=()
