@@ -53,11 +53,18 @@ struct convert_params {
   const volatile sig_atomic_t *cancel;
 };
 
-/* Convert in place (see above).  0 when converted and committed; -1 otherwise, the
- * targets unchanged, every error reported with log_error; when virt-v2v itself failed,
- * *ERROR is also set to a malloc'd line with its own words (else NULL).
+/* Convert in place (see above).  0 when converted and committed; -1 otherwise, every
+ * error reported with log_error: the targets unchanged unless virt-v2v had succeeded and a
+ * commit failed (the next call finishes it); when virt-v2v itself failed, *ERROR is also
+ * set to a malloc'd line with its own words (else NULL).
  */
 int convert_run (struct convert_params *p, char **error);
+
+/* Once the caller has durably recorded a conversion's success: forget its commit intent
+ * (WORK/commit.json, see run.c).  Until then a later convert_run finishes that commit
+ * instead of converting again.
+ */
+void convert_forget (const char *work_dir);
 
 /* The environment for the children: what they need of ferry's own, plus
  * LIBGUESTFS_BACKEND=direct and LIBGUESTFS_BACKEND_SETTINGS=force_tcg when an appliance

@@ -240,6 +240,8 @@ conversion_vm (struct conversion *c)
   copy = json_deep_copy (journal_vm (c->journal, label));
   journal_unlock (c->journal);
   if (strcmp (json_string_value (json_object_get (copy, "state")), "converted") == 0) {
+    if (dir)
+      convert_forget (dir);
     json_decref (copy);
     return 0;
   }
@@ -304,6 +306,7 @@ conversion_vm (struct conversion *c)
   json_object_set_new (jvm, "error", json_null ());
   journal_unlock (c->journal);
   set_state (c, label, "converted");
+  convert_forget (dir);
   r = 0;
 
 out:
