@@ -85,6 +85,43 @@ char *convert_libvirt_xml (json_t *description, const int *ports, size_t nr_port
  */
 int64_t convert_count_overlay_blocks (const char *map_json);
 
+/* --- the targets of a conversion-only plan (target.c) --- */
+
+/* A VMDK descriptor: its one flat extent (a file name in the descriptor's directory), the
+ * size it gives, and its ddb.uuid (NULL when it has none).
+ */
+struct convert_vmdk {
+  char *extent;
+  uint64_t size;
+  char *uuid;
+};
+
+/* Parse descriptor TEXT: createType monolithicFlat or vmfs, exactly one RW FLAT/VMFS
+ * extent at offset 0, no parent.  -1 with a malloc'd *WHY (not reported) otherwise.
+ */
+int convert_vmdk_parse (const char *text, struct convert_vmdk *v, char **why);
+
+struct convert_target {
+  char *raw;        /* what the overlay is backed by: disk.img, the flat extent, a device */
+  char *descriptor; /* the VMDK descriptor, or NULL */
+  char *uuid;       /* the descriptor's ddb.uuid, or NULL */
+  uint64_t size;    /* the disk's size as the target holds it */
+  bool block;
+};
+
+/* What PATH (DIR/disk.img, or a block device with BLOCK) holds: DIR/disk.img when it
+ * exists, else the VMDK descriptor DIR is (or the one DIR holds) and its flat extent.
+ * -1 with a malloc'd *WHY (not reported).
+ */
+int convert_find_target (const char *path, bool block, struct convert_target *t,
+                         char **why);
+void convert_target_free (struct convert_target *t);
+
+/* Whether two disk uuids are the same, whatever their spelling ("60 00 C2 9a ..." in a
+ * descriptor, "6000C29a-..." in vSphere).
+ */
+bool convert_same_uuid (const char *a, const char *b);
+
 /* --- manifests (manifest.c) --- */
 
 /* A DNS-1123 label (lower case, [a-z0-9-], 1..63, alphanumeric at both ends) made from
@@ -106,6 +143,17 @@ struct manifest_disk {
   const char *source_path; /* "[ds] vm/vm.vmdk", an annotation */
 };
 
+/* A networkMap entry (Forklift's NetworkMap pair): the source network, by moref or name,
+ * and where its NICs go.
+ */
+struct manifest_network {
+  const char *source_id;   /* the network's moref, or NULL */
+  const char *source_name; /* its name, or NULL */
+  const char *type;        /* "pod", "multus" or "ignored" */
+  const char *namespace;   /* multus: the NetworkAttachmentDefinition */
+  const char *name;
+};
+
 struct manifest_params {
   json_t *description; /* source_describe (borrowed) */
   const char *name;    /* the VM's DNS-1123 name */
@@ -114,7 +162,15 @@ struct manifest_params {
   bool converted;                   /* virtio devices; else SATA + e1000e (raw copy) */
   struct manifest_disk *disks;
   size_t nr_disks;
-  /* Out: NICs beyond the first, which the pod network cannot carry (not in the VM). */
+  /* The plan's networkMap: every NIC must be mapped (at most one to the pod network).
+   * Without one (NULL, 0), the first NIC goes on the pod network and the others are left
+   * out.
+   */
+  const struct manifest_network *networks;
+  size_t nr_networks;
+  /* Out: NICs left out of the VM (beyond the first without a networkMap, or mapped to
+   * "ignored").
+   */
   size_t nics_left_out;
 };
 

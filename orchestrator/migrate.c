@@ -657,6 +657,20 @@ vm_thread (void *arg)
     }
     goto convert;
   }
+  if (run->plan->conversion_only) { /* the disks sit in the targets: check, convert */
+    struct conversion check = { .plan = run->plan,
+                                .pvm = vj->pvm,
+                                .journal = run->journal,
+                                .progress = run->progress,
+                                .cancel = &run->cancel,
+                                .take_error = take_error };
+    if (run->mode == RUN_PRECOPY)
+      log_error ("%s: a conversion plan has no precopy rounds: run ferry migrate",
+                 vj->label);
+    if (run->mode == RUN_PRECOPY || conversion_check (&check) == -1)
+      goto fail;
+    goto convert;
+  }
   if (run->mode == RUN_PRECOPY) {
     if (cutting_over) {
       log_info ("%s: already cutting over; no precopy round", vj->label);
