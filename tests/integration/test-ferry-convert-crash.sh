@@ -96,7 +96,9 @@ finish half
 grep -q 'completed in an earlier run' "$tmpdir/half.rerun.err" || fail "$(cat "$tmpdir/half.rerun.err")"
 [ "$(double_stat folder_bytes)" = "$fetched" ] || fail "the rerun fetched from the source"
 
-# Killed after both commits, before the journal says converted.
-crash whole commit:2
+# Killed after both commits and the digests, before the journal says converted.
+crash whole conversion-recorded:2
+jq -e '.vms.whole.state == "converting"' "$tmpdir/state/whole/journal.json" >/dev/null ||
+  fail "whole: $(jq -c .vms.whole "$tmpdir/state/whole/journal.json")"
 finish whole
 echo "$0: OK"
