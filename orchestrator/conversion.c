@@ -345,6 +345,7 @@ conversion_vm (struct conversion *c)
     journal_save (c->journal);
     journal_unlock (c->journal);
   }
+  test_stop ("conversion-recorded", n); /* crash tests: before the state says converted */
   if (write_manifests (c, label, desc, copy, disks, n, true, false) == -1)
     goto out;
   journal_lock (c->journal);
