@@ -117,7 +117,9 @@ out:
   return r;
 }
 
-/* Compare the block at OFF of disk I between SRC and FD; counted in *BLOCKS and *MISMATCHES. */
+/* Compare the block at OFF of disk I between SRC and FD, counting it in *BLOCKS and
+ * *MISMATCHES.
+ */
 static int
 compare_block (struct source *src, size_t i, int fd, const char *path, uint64_t off,
                uint64_t *blocks, uint64_t *mismatches)
