@@ -2,6 +2,7 @@
 /* ferry: small system helpers (see util.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,4 +143,27 @@ xml_escape (const char *s)
     return NULL;
   }
   return buf;
+}
+
+void
+test_stop (const char *point, unsigned n)
+{
+  static unsigned fired; /* a bit per entry */
+  const char *at = getenv ("FERRY_TEST_STOP_AT");
+  const char *dflt = getenv ("FERRY_TEST_STOP_ROUND");
+  size_t len = strlen (point);
+
+  for (unsigned i = 0; at && *at && i < 32; i++) {
+    size_t k = strcspn (at, ",");
+    const char *colon = memchr (at, ':', k);
+    const char *want = colon ? colon + 1 : dflt;
+    size_t name_len = colon ? (size_t)(colon - at) : k;
+    if (name_len == len && strncmp (at, point, len) == 0 &&
+        (want == NULL || strtoul (want, NULL, 10) == n) &&
+        !(__atomic_fetch_or (&fired, 1u << i, __ATOMIC_RELAXED) & (1u << i))) {
+      fprintf (stderr, "ferry: test stop at %s (%u)\n", point, n);
+      raise (SIGSTOP);
+    }
+    at += k + (at[k] == ',');
+  }
 }

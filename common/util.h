@@ -31,4 +31,10 @@ int write_file_atomic (const char *path, const void *buf, size_t len);
 /* S with XML's five special characters escaped: malloc'd, NULL on ENOMEM. */
 char *xml_escape (const char *s);
 
+/* A seam for crash tests: with FERRY_TEST_STOP_AT=POINT[:N][,POINT[:N]...] (N defaults to
+ * FERRY_TEST_STOP_ROUND, else any), the process stops itself (SIGSTOP) when it reaches
+ * POINT with that N, once per entry; the test then kills it or lets it go on.
+ */
+void test_stop (const char *point, unsigned n);
+
 #endif /* FERRY_UTIL_H */

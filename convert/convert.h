@@ -53,11 +53,18 @@ struct convert_params {
   const volatile sig_atomic_t *cancel;
 };
 
-/* Convert in place (see above).  0 when converted and committed; -1 otherwise, the
- * targets unchanged, every error reported with log_error; when virt-v2v itself failed,
- * *ERROR is also set to a malloc'd line with its own words (else NULL).
+/* Convert in place (see above).  0 when converted and committed; -1 otherwise, every
+ * error reported with log_error: the targets unchanged unless virt-v2v had succeeded and a
+ * commit failed (the next call finishes it); when virt-v2v itself failed, *ERROR is also
+ * set to a malloc'd line with its own words (else NULL).
  */
 int convert_run (struct convert_params *p, char **error);
+
+/* Once the caller has durably recorded a conversion's success: forget its commit intent
+ * (WORK/commit.json, see run.c).  Until then a later convert_run finishes that commit
+ * instead of converting again.
+ */
+void convert_forget (const char *work_dir);
 
 /* The environment for the children: what they need of ferry's own, plus
  * LIBGUESTFS_BACKEND=direct and LIBGUESTFS_BACKEND_SETTINGS=force_tcg when an appliance
@@ -77,6 +84,43 @@ char *convert_libvirt_xml (json_t *description, const int *ports, size_t nr_port
  * 64 KiB blocks touched by its depth-0 extents.  -1 if MAP_JSON does not parse.
  */
 int64_t convert_count_overlay_blocks (const char *map_json);
+
+/* --- the targets of a conversion-only plan (target.c) --- */
+
+/* A VMDK descriptor: its one flat extent (a file name in the descriptor's directory), the
+ * size it gives, and its ddb.uuid (NULL when it has none).
+ */
+struct convert_vmdk {
+  char *extent;
+  uint64_t size;
+  char *uuid;
+};
+
+/* Parse descriptor TEXT: createType monolithicFlat or vmfs, exactly one RW FLAT/VMFS
+ * extent at offset 0, no parent.  -1 with a malloc'd *WHY (not reported) otherwise.
+ */
+int convert_vmdk_parse (const char *text, struct convert_vmdk *v, char **why);
+
+struct convert_target {
+  char *raw;        /* what the overlay is backed by: disk.img, the flat extent, a device */
+  char *descriptor; /* the VMDK descriptor, or NULL */
+  char *uuid;       /* the descriptor's ddb.uuid, or NULL */
+  uint64_t size;    /* the disk's size as the target holds it */
+  bool block;
+};
+
+/* What PATH (DIR/disk.img, or a block device with BLOCK) holds: DIR/disk.img when it
+ * exists, else the VMDK descriptor DIR is (or the one DIR holds) and its flat extent.
+ * -1 with a malloc'd *WHY (not reported).
+ */
+int convert_find_target (const char *path, bool block, struct convert_target *t,
+                         char **why);
+void convert_target_free (struct convert_target *t);
+
+/* Whether two disk uuids are the same, whatever their spelling ("60 00 C2 9a ..." in a
+ * descriptor, "6000C29a-..." in vSphere).
+ */
+bool convert_same_uuid (const char *a, const char *b);
 
 /* --- manifests (manifest.c) --- */
 
@@ -105,6 +149,17 @@ struct manifest_disk {
   double fs_overhead;
 };
 
+/* A networkMap entry (Forklift's NetworkMap pair): the source network, by moref or name,
+ * and where its NICs go.
+ */
+struct manifest_network {
+  const char *source_id;   /* the network's moref, or NULL */
+  const char *source_name; /* its name, or NULL */
+  const char *type;        /* "pod", "multus" or "ignored" */
+  const char *namespace;   /* multus: the NetworkAttachmentDefinition */
+  const char *name;
+};
+
 struct manifest_params {
   json_t *description; /* source_describe (borrowed) */
   const char *name;    /* the VM's DNS-1123 name */
@@ -113,7 +168,15 @@ struct manifest_params {
   bool converted;                   /* virtio devices; else SATA + e1000e (raw copy) */
   struct manifest_disk *disks;
   size_t nr_disks;
-  /* Out: NICs beyond the first, which the pod network cannot carry (not in the VM). */
+  /* The plan's networkMap: every NIC must be mapped (at most one to the pod network).
+   * Without one (NULL, 0), the first NIC goes on the pod network and the others are left
+   * out.
+   */
+  const struct manifest_network *networks;
+  size_t nr_networks;
+  /* Out: NICs left out of the VM (beyond the first without a networkMap, or mapped to
+   * "ignored").
+   */
   size_t nics_left_out;
 };
 

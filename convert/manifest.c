@@ -76,10 +76,89 @@ labels (json_t *desc)
   return l;
 }
 
+/* The networkMap entry for NIC, or NULL. */
+static const struct manifest_network *
+map_nic (const struct manifest_params *p, json_t *nic)
+{
+  const char *id = json_string_value (json_object_get (nic, "networkId"));
+  const char *net = json_string_value (json_object_get (nic, "network"));
+
+  for (size_t i = 0; i < p->nr_networks; i++) {
+    const struct manifest_network *m = &p->networks[i];
+    if ((m->source_id && id && strcmp (m->source_id, id) == 0) ||
+        (m->source_name && net && strcmp (m->source_name, net) == 0))
+      return m;
+  }
+  return NULL;
+}
+
+/* The VM's interfaces and networks: NIC I is netI, with the source's MAC, on the pod
+ * network (masquerade) or a Multus network (bridge).  -1 (reported) when a NIC has no
+ * mapping or two go to the pod network.
+ */
+static int
+nic_devices (struct manifest_params *p, json_t *interfaces, json_t *networks)
+{
+  json_t *nics = json_object_get (p->description, "nics"), *nic;
+  const char *model = p->converted ? "virtio" : "e1000e";
+  const char *pod = NULL;
+  size_t i;
+
+  p->nics_left_out = 0;
+  json_array_foreach (nics, i, nic)
+  {
+    const char *mac = json_string_value (json_object_get (nic, "mac"));
+    const char *net = json_string_value (json_object_get (nic, "network"));
+    const struct manifest_network *m = map_nic (p, nic);
+    json_t *iface;
+    char name[32];
+
+    snprintf (name, sizeof name, "net%zu", i);
+    if (p->nr_networks == 0 && i > 0) { /* the pod network carries one interface */
+      p->nics_left_out++;
+      continue;
+    }
+    if (p->nr_networks > 0 && m == NULL) {
+      log_error ("%s: NIC %zu (%s) is on network \"%s\" (%s), which the networkMap does "
+                 "not map",
+                 p->name, i, mac ? mac : "no MAC", net ? net : "?",
+                 json_string_value (json_object_get (nic, "networkId"))
+                     ? json_string_value (json_object_get (nic, "networkId"))
+                     : "no id");
+      return -1;
+    }
+    if (m && strcmp (m->type, "ignored") == 0) {
+      p->nics_left_out++;
+      continue;
+    }
+    if (m == NULL || strcmp (m->type, "pod") == 0) {
+      if (pod) {
+        log_error ("%s: NICs %s and %s both map to the pod network; a VM has at most one "
+                   "pod interface (map the other to a multus network)",
+                   p->name, pod, mac ? mac : name);
+        return -1;
+      }
+      pod = mac ? mac : name;
+      iface = json_pack ("{s:s, s:s, s:{}}", "name", name, "model", model, "masquerade");
+      json_array_append_new (networks, json_pack ("{s:s, s:{}}", "name", name, "pod"));
+    } else {
+      char nad[512];
+      snprintf (nad, sizeof nad, "%s/%s", m->namespace, m->name);
+      iface = json_pack ("{s:s, s:s, s:{}}", "name", name, "model", model, "bridge");
+      json_array_append_new (networks, json_pack ("{s:s, s:{s:s}}", "name", name, "multus",
+                                                  "networkName", nad));
+    }
+    if (mac)
+      json_object_set_new (iface, "macAddress", json_string (mac));
+    json_array_append_new (interfaces, iface);
+  }
+  return 0;
+}
+
 json_t *
 convert_virtual_machine (struct manifest_params *p)
 {
-  json_t *desc = p->description, *nics = json_object_get (desc, "nics");
+  json_t *desc = p->description;
   json_int_t cpus = json_integer_value (json_object_get (desc, "cpus"));
   json_int_t memory_mb = json_integer_value (json_object_get (desc, "memoryMB"));
   const char *firmware = json_string_value (json_object_get (desc, "firmware"));
@@ -98,16 +177,12 @@ convert_virtual_machine (struct manifest_params *p)
                                                "persistentVolumeClaim", "claimName",
                                                p->disks[i].claim));
   }
-  /* The pod network carries one interface; the others need a network map. */
-  p->nics_left_out = json_array_size (nics) > 1 ? json_array_size (nics) - 1 : 0;
-  if (json_array_size (nics) > 0) {
-    const char *mac = json_string_value (json_object_get (json_array_get (nics, 0), "mac"));
-    json_t *iface = json_pack ("{s:s, s:s, s:{}}", "name", "net0", "model",
-                               p->converted ? "virtio" : "e1000e", "masquerade");
-    if (mac)
-      json_object_set_new (iface, "macAddress", json_string (mac));
-    json_array_append_new (interfaces, iface);
-    json_array_append_new (networks, json_pack ("{s:s, s:{}}", "name", "net0", "pod"));
+  if (nic_devices (p, interfaces, networks) == -1) {
+    json_decref (disks);
+    json_decref (volumes);
+    json_decref (interfaces);
+    json_decref (networks);
+    return NULL;
   }
   snprintf (mem, sizeof mem, "%lldMi", (long long)(memory_mb > 0 ? memory_mb : 1024));
   json_t *bootloader = firmware && strcmp (firmware, "efi") == 0
@@ -278,6 +353,11 @@ convert_manifests (struct manifest_params *p)
   fprintf (fp, "# KubeVirt objects of %s, written by ferry: kubectl apply -f vm.yaml\n",
            p->name);
   vm = convert_virtual_machine (p);
+  if (vm == NULL) {
+    fclose (fp);
+    free (buf);
+    return NULL;
+  }
   convert_yaml_emit (fp, vm);
   json_decref (vm);
   for (size_t i = 0; i < p->nr_disks; i++) {

@@ -6,9 +6,18 @@
  *      by qemu-nbd on a free 127.0.0.1 port (qemu-nbd opens the backing file read-only);
  *   2. WORK/guest.xml names those ports; virt-v2v-in-place converts through them, its
  *      output going to WORK/virt-v2v.log and its progress to the caller;
- *   3. the servers stop; on success the blocks each overlay holds are counted and the
- *      overlay is committed into its target (qemu-img commit), then removed.  On failure
- *      the targets were never opened for writing and the overlays stay for diagnosis.
+ *   3. the servers stop; on success the blocks each overlay holds are counted, the
+ *      overlays are synced and the commit is decided durably (WORK/commit.json, below);
+ *      then each overlay is committed into its target (qemu-img commit), the target
+ *      synced and the overlay removed.  On failure the targets were never opened for
+ *      writing and the overlays stay for diagnosis.
+ *
+ * WORK/commit.json ({"disks": [{"overlay", "target", "changedBlocks"}, ...]}) exists from
+ * the moment virt-v2v's work is complete and synced until the caller has recorded the
+ * result (convert_forget).  A ferry that dies between two disks' commits leaves it behind:
+ * the next convert_run then finishes the commits of the overlays still there (committing
+ * an overlay twice writes the same bytes) instead of converting a half-committed guest
+ * again.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -397,6 +406,83 @@ run_v2v (struct convert_params *p, const char *xml, const char *pidfile, int log
   return status;
 }
 
+/* fsync PATH (a file or a directory); -1 reported. */
+static int
+sync_path (const char *what, const char *path)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+
+  if (fd == -1 || fsync (fd) == -1) {
+    log_error ("%s: sync %s: %m", what, path);
+    if (fd != -1)
+      close (fd);
+    return -1;
+  }
+  close (fd);
+  return 0;
+}
+
+static char *
+commit_path (const char *work_dir)
+{
+  char *path;
+
+  if (asprintf (&path, "%s/commit.json", work_dir) == -1)
+    return NULL;
+  return path;
+}
+
+void
+convert_forget (const char *work_dir)
+{
+  CLEANUP_FREE char *path = commit_path (work_dir);
+
+  if (path && unlink (path) == 0)
+    sync_path ("commit.json", work_dir);
+}
+
+/* Commit the overlays INTENT (commit.json) names into their targets, those that are
+ * still there: each committed, its target synced, then the overlay removed (and the
+ * directory synced), so that an overlay that is gone is one that is in its target.
+ */
+static int
+commit_all (struct convert_params *p, const char *name, json_t *intent)
+{
+  json_t *disks = json_object_get (intent, "disks");
+
+  if (json_array_size (disks) != p->nr_disks) {
+    log_error ("%s: %s/commit.json names %zu disks, the VM has %zu", name, p->work_dir,
+               json_array_size (disks), p->nr_disks);
+    return -1;
+  }
+  for (size_t i = 0; i < p->nr_disks; i++) {
+    json_t *d = json_array_get (disks, i);
+    const char *overlay = json_string_value (json_object_get (d, "overlay"));
+    const char *target = json_string_value (json_object_get (d, "target"));
+    char what[128], real[PATH_MAX];
+    snprintf (what, sizeof what, "%s disk %zu", name, i);
+    if (overlay == NULL || target == NULL || realpath (p->disks[i].target, real) == NULL ||
+        strcmp (real, target) != 0) {
+      log_error ("%s: %s/commit.json is for the target %s, not %s", what, p->work_dir,
+                 target ? target : "(none)", p->disks[i].target);
+      return -1;
+    }
+    p->disks[i].changed_blocks = json_integer_value (json_object_get (d, "changedBlocks"));
+    if (access (overlay, F_OK) == -1) /* committed before */
+      continue;
+    const char *const commit[] = { "qemu-img", "commit", "-q",    "-d",
+                                   "-f",       "qcow2",  overlay, NULL };
+    if (child_check (what, commit, NULL) == -1 || sync_path (what, target) == -1)
+      return -1;
+    if (unlink (overlay) == -1 || sync_path (what, p->work_dir) == -1) {
+      log_error ("%s: %s: %m", what, overlay);
+      return -1;
+    }
+    test_stop ("commit", i + 1);
+  }
+  return 0;
+}
+
 int
 convert_run (struct convert_params *p, char **error)
 {
@@ -404,6 +490,8 @@ convert_run (struct convert_params *p, char **error)
   struct served *sv = calloc (p->nr_disks, sizeof *sv);
   int *ports = calloc (p->nr_disks, sizeof *ports);
   CLEANUP_FREE char *xml = NULL, *xml_path = NULL, *log_path = NULL, *v2v_pid = NULL;
+  CLEANUP_FREE char *commit_file = NULL, *text = NULL;
+  json_t *intent = NULL;
   struct err_tail tail = { NULL, 0 };
   int r = -1, log_fd = -1, status;
   size_t i;
@@ -420,22 +508,44 @@ convert_run (struct convert_params *p, char **error)
   }
   convert_child_env (); /* the KVM probe, before any server runs */
   stop_leftover (v2v_pid, xml_path, true);
+  for (i = 0; i < p->nr_disks; i++) {
+    snprintf (sv[i].overlay, sizeof sv[i].overlay, "%s/disk%zu.overlay.qcow2", p->work_dir,
+              i);
+    snprintf (sv[i].pidfile, sizeof sv[i].pidfile, "%s/disk%zu.qemu-nbd.pid", p->work_dir,
+              i);
+    stop_leftover (sv[i].pidfile, sv[i].overlay, false);
+  }
+
+  /* An earlier run decided the commit and died before it had finished. */
+  commit_file = commit_path (p->work_dir);
+  intent = commit_file ? json_load_file (commit_file, 0, NULL) : NULL;
+  if (intent) {
+    log_info ("%s: virt-v2v completed in an earlier run; committing what it left in %s",
+              name, commit_file);
+    r = commit_all (p, name, intent);
+    goto out;
+  }
+  if (commit_file && access (commit_file, F_OK) == 0) {
+    log_error ("%s: %s is unreadable: remove it only after checking the targets", name,
+               commit_file);
+    goto out;
+  }
 
   /* 1. Overlays, served. */
   for (i = 0; i < p->nr_disks; i++) {
     struct served *s = &sv[i];
     char what[128], target[PATH_MAX];
+    char size[32];
     snprintf (what, sizeof what, "%s disk %zu", name, i);
-    snprintf (s->overlay, sizeof s->overlay, "%s/disk%zu.overlay.qcow2", p->work_dir, i);
-    snprintf (s->pidfile, sizeof s->pidfile, "%s/disk%zu.qemu-nbd.pid", p->work_dir, i);
     if (realpath (p->disks[i].target, target) == NULL) {
       log_error ("%s: target %s: %m", what, p->disks[i].target);
       goto stop;
     }
-    stop_leftover (s->pidfile, s->overlay, false);
     unlink (s->overlay); /* one kept from a failed conversion */
+    /* The source disk's size: a block device may be larger. */
+    snprintf (size, sizeof size, "%" PRIu64, p->disks[i].size);
     const char *const create[] = { "qemu-img", "create", "-q",  "-f",       "qcow2", "-b",
-                                   target,     "-F",     "raw", s->overlay, NULL };
+                                   target,     "-F",     "raw", s->overlay, size,    NULL };
     if (child_check (what, create, NULL) == -1 || serve (s, what) == -1)
       goto stop;
     ports[i] = s->port;
@@ -484,17 +594,29 @@ convert_run (struct convert_params *p, char **error)
     }
     p->disks[i].changed_blocks = blocks;
   }
+  /* The overlays are complete: synced, they decide the commit. */
+  intent = json_pack ("{s:[]}", "disks");
   for (i = 0; i < p->nr_disks; i++) {
-    char what[128];
-    snprintf (what, sizeof what, "%s disk %zu", name, i);
-    /* XXX: a crash between two disks' commits leaves the first committed; a rerun then
-     * converts a partly converted guest.
-     */
-    const char *const commit[] = { "qemu-img", "commit", "-q",          "-d",
-                                   "-f",       "qcow2",  sv[i].overlay, NULL };
-    if (child_check (what, commit, NULL) == -1)
+    char target[PATH_MAX];
+    if (sync_path (name, sv[i].overlay) == -1 ||
+        realpath (p->disks[i].target, target) == NULL)
       goto stop;
-    unlink (sv[i].overlay);
+    json_array_append_new (json_object_get (intent, "disks"),
+                           json_pack ("{s:s, s:s, s:I}", "overlay", sv[i].overlay, "target",
+                                      target, "changedBlocks",
+                                      (json_int_t)p->disks[i].changed_blocks));
+  }
+  text = json_dumps (intent, JSON_INDENT (2));
+  if (text == NULL || commit_file == NULL ||
+      write_file_atomic (commit_file, text, strlen (text)) == -1) {
+    log_error ("%s: %s: %m", name, commit_file ? commit_file : p->work_dir);
+    goto stop;
+  }
+  if (commit_all (p, name, intent) == -1) {
+    log_error ("%s: the commit stopped halfway; ferry convert (or migrate) finishes it "
+               "from %s",
+               name, commit_file);
+    goto stop;
   }
   r = 0;
 
@@ -502,6 +624,7 @@ stop:
   for (i = 0; sv && i < p->nr_disks; i++)
     unserve (&sv[i]);
 out:
+  json_decref (intent);
   if (log_fd >= 0)
     close (log_fd);
   free (tail.buf);

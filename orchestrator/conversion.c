@@ -86,26 +86,67 @@ conversion_claim_name (const char *target, bool block, char out[64])
   convert_dns_name (dir ? basename (dir) : target, out);
 }
 
+/* A DNS-1123 name with "-N" (N > 1) appended within 63 characters. */
+static void
+dns_suffix (const char *base, unsigned n, char out[64])
+{
+  char suffix[24];
+  int k = snprintf (suffix, sizeof suffix, "-%u", n);
+  size_t len = strlen (base);
+
+  if (len + k > 63)
+    len = 63 - k;
+  while (len > 0 && base[len - 1] == '-')
+    len--;
+  snprintf (out, 64, "%.*s%s", (int)len, base, suffix);
+}
+
+/* The VM's DNS-1123 name, unique among the plan's VMs: the first VM of a name keeps it,
+ * later ones get "-2", "-3", ... skipping names that other VMs of the plan have of their
+ * own (e.g. VMs "web", "WEB" and "web-2" become web, web-3 and web-2).
+ */
 void
 conversion_vm_name (const struct plan *plan, const struct plan_vm *pvm, char out[64])
 {
-  size_t me = pvm - plan->vms.ptr, same = 0;
-  char other[64];
+  size_t me = pvm - plan->vms.ptr, n = plan->vms.len;
+  char (*base)[64] = calloc (n, sizeof *base), (*name)[64] = calloc (n, sizeof *name);
 
-  convert_dns_name (plan_vm_label (pvm), out);
-  for (size_t i = 0; i < me; i++) {
-    convert_dns_name (plan_vm_label (&plan->vms.ptr[i]), other);
-    if (strcmp (other, out) == 0)
-      same++;
+  if (base == NULL || name == NULL) {
+    convert_dns_name (plan_vm_label (pvm), out);
+    goto out;
   }
-  if (same) {
-    char suffix[24];
-    int n = snprintf (suffix, sizeof suffix, "-%zu", same + 1);
-    size_t len = strlen (out);
-    if (len + n > 63)
-      len = 63 - n;
-    strcpy (out + len, suffix);
+  for (size_t i = 0; i < n; i++)
+    convert_dns_name (plan_vm_label (&plan->vms.ptr[i]), base[i]);
+  for (size_t i = 0; i <= me; i++) {
+    strcpy (name[i], base[i]);
+    for (unsigned k = 2;; k++) {
+      bool taken = false;
+      for (size_t j = 0; j < i && !taken; j++)
+        taken = strcmp (name[j], name[i]) == 0;
+      for (size_t j = 0; j < n && !taken && k > 2; j++)
+        taken = j != i && strcmp (base[j], name[i]) == 0;
+      if (!taken)
+        break;
+      dns_suffix (base[i], k, name[i]);
+    }
   }
+  strcpy (out, name[me]);
+out:
+  free (base);
+  free (name);
+}
+
+struct manifest_network *
+conversion_networks (const struct plan *plan)
+{
+  const network_map *nm = &plan->networks;
+  struct manifest_network *nets = calloc (nm->len ? nm->len : 1, sizeof *nets);
+
+  for (size_t i = 0; nets && i < nm->len; i++)
+    nets[i] =
+        (struct manifest_network){ nm->ptr[i].source_id, nm->ptr[i].source_name,
+                                   nm->ptr[i].type, nm->ptr[i].namespace, nm->ptr[i].name };
+  return nets;
 }
 
 /* The description from the final round, or (journals of an older ferry) from the source
@@ -130,10 +171,12 @@ description (struct conversion *c, json_t *vm)
   return d;
 }
 
+/* Write (or with DRY only build, to find what is wrong before converting) vm.yaml. */
 static int
 write_manifests (struct conversion *c, const char *label, json_t *desc, json_t *vm,
-                 struct convert_disk *disks, size_t n, bool converted)
+                 struct convert_disk *disks, size_t n, bool converted, bool dry)
 {
+  struct manifest_network *nets = conversion_networks (c->plan);
   struct manifest_disk *md = calloc (n, sizeof *md);
   char (*claims)[64] = calloc (n, sizeof *claims);
   char name[64];
@@ -143,7 +186,7 @@ write_manifests (struct conversion *c, const char *label, json_t *desc, json_t *
   json_t *ddisks = json_object_get (desc, "disks");
   int r = -1;
 
-  if (md == NULL || claims == NULL || dir == NULL ||
+  if (md == NULL || claims == NULL || dir == NULL || nets == NULL ||
       asprintf (&path, "%s/vm.yaml", dir) == -1)
     goto out;
   conversion_vm_name (c->plan, c->pvm, name);
@@ -172,10 +215,14 @@ write_manifests (struct conversion *c, const char *label, json_t *desc, json_t *
     .converted = converted,
     .disks = md,
     .nr_disks = n,
+    .networks = nets,
+    .nr_networks = c->plan->networks.len,
   };
   yaml = convert_manifests (&mp);
-  if (yaml == NULL)
+  if (yaml == NULL || dry) {
+    r = yaml ? 0 : -1;
     goto out;
+  }
   if (write_file_atomic (path, yaml, strlen (yaml)) == -1) {
     log_error ("%s: %s: %m", label, path);
     goto out;
@@ -183,11 +230,11 @@ write_manifests (struct conversion *c, const char *label, json_t *desc, json_t *
   journal_lock (c->journal);
   vm = journal_vm (c->journal, label);
   json_object_set_new (vm, "manifests", json_string (path));
-  if (mp.nics_left_out) {
+  if (mp.nics_left_out && mp.nr_networks == 0) {
     char w[256];
     snprintf (w, sizeof w,
               "%zu NIC(s) beyond the first are not in vm.yaml: the pod network carries "
-              "one interface",
+              "one interface (map them with networkMap)",
               mp.nics_left_out);
     json_array_append_new (json_object_get (vm, "warnings"), json_string (w));
   }
@@ -197,6 +244,7 @@ write_manifests (struct conversion *c, const char *label, json_t *desc, json_t *
 out:
   if (r == -1 && (md == NULL || claims == NULL || dir == NULL || path == NULL))
     log_error ("%s: manifests: out of memory", label);
+  free (nets);
   free (md);
   free (claims);
   return r;
@@ -247,6 +295,8 @@ conversion_vm (struct conversion *c)
   copy = json_deep_copy (journal_vm (c->journal, label));
   journal_unlock (c->journal);
   if (strcmp (json_string_value (json_object_get (copy, "state")), "converted") == 0) {
+    if (dir)
+      convert_forget (dir);
     json_decref (copy);
     return 0;
   }
@@ -259,9 +309,19 @@ conversion_vm (struct conversion *c)
     goto out;
   }
   if (c->plan->skip_guest_conversion) {
-    r = write_manifests (c, label, desc, copy, disks, n, false);
+    r = write_manifests (c, label, desc, copy, disks, n, false, false);
+    if (r == 0 &&
+        strcmp (json_string_value (json_object_get (copy, "state")), "verified")) {
+      journal_lock (c->journal); /* a rerun after a fixed networkMap */
+      json_object_set_new (journal_vm (c->journal, label), "error", json_null ());
+      journal_unlock (c->journal);
+      set_state (c, label, "verified");
+    }
     goto out;
   }
+  /* What would fail the manifests (a NIC the networkMap misses) fails before virt-v2v. */
+  if (write_manifests (c, label, desc, copy, disks, n, true, true) == -1)
+    goto out;
 
   started = true;
   set_state (c, label, "converting");
@@ -301,7 +361,8 @@ conversion_vm (struct conversion *c)
     journal_save (c->journal);
     journal_unlock (c->journal);
   }
-  if (write_manifests (c, label, desc, copy, disks, n, true) == -1)
+  test_stop ("conversion-recorded", n); /* crash tests: before the state says converted */
+  if (write_manifests (c, label, desc, copy, disks, n, true, false) == -1)
     goto out;
   journal_lock (c->journal);
   jvm = journal_vm (c->journal, label);
@@ -311,6 +372,7 @@ conversion_vm (struct conversion *c)
   json_object_set_new (jvm, "error", json_null ());
   journal_unlock (c->journal);
   set_state (c, label, "converted");
+  convert_forget (dir);
   r = 0;
 
 out:
@@ -338,6 +400,191 @@ out:
   json_decref (copy);
   json_decref (desc);
   free (disks);
+  return r;
+}
+
+/* Blocks compared per disk to tell that a conversion-only target is that disk's clone. */
+#define IDENTITY_BLOCKS 16
+
+/* One disk of a conversion-only plan: its target found and checked against the source
+ * disk (size, the VMDK's uuid, a few blocks when SRC can read the VM's current state),
+ * its digest taken; recorded in JD.  -1 reported.
+ */
+static int
+check_target (struct conversion *c, struct source *src, size_t i, json_t *ddesc, json_t *jd)
+{
+  const char *label = plan_vm_label (c->pvm);
+  const char *key = json_string_value (json_object_get (ddesc, "key"));
+  const char *ds = json_string_value (json_object_get (ddesc, "datastore"));
+  const char *uuid = json_string_value (json_object_get (ddesc, "uuid"));
+  uint64_t capacity = json_integer_value (json_object_get (ddesc, "capacity"));
+  CLEANUP_FREE char *path = NULL, *why = NULL;
+  struct convert_target t;
+  enum target_kind kind;
+  uint64_t blocks = 0, mismatches = 0;
+  char hex[65];
+  int r = -1;
+
+  if (key == NULL || plan_resolve_target (c->plan, c->pvm, i, key, ds ? ds : "", &path,
+                                          &kind, &why) == -1) {
+    log_error ("%s disk %s: %s", label, key ? key : "?", why ? why : "out of memory");
+    return -1;
+  }
+  if (convert_find_target (path, kind == TARGET_BLOCK, &t, &why) == -1) {
+    log_error ("%s disk %s: target %s", label, key, why ? why : "out of memory");
+    return -1;
+  }
+  if (t.block ? t.size < capacity : t.size != capacity) {
+    log_error ("%s disk %s: the target %s holds %" PRIu64 " bytes, the source disk %s is "
+               "%" PRIu64 ": not its clone; nothing was converted",
+               label, key, t.descriptor ? t.descriptor : t.raw, t.size,
+               json_string_value (json_object_get (ddesc, "fileName")), capacity);
+    goto out;
+  }
+  if (t.uuid && uuid && !convert_same_uuid (t.uuid, uuid)) {
+    log_error ("%s disk %s: the descriptor %s has ddb.uuid \"%s\", the source disk %s "
+               "\"%s\": another disk; nothing was converted",
+               label, key, t.descriptor, t.uuid,
+               json_string_value (json_object_get (ddesc, "fileName")), uuid);
+    goto out;
+  }
+  if (src && verify_identity (src, i, t.raw, IDENTITY_BLOCKS, &blocks, &mismatches) == -1)
+    goto out;
+  if (mismatches) {
+    log_error ("%s disk %s: %" PRIu64 " of %" PRIu64
+               " sampled blocks of %s differ from the "
+               "source disk: not its clone (or the VM ran since); nothing was converted",
+               label, key, mismatches, blocks, t.raw);
+    goto out;
+  }
+  if (verify_digest (t.raw, capacity, hex, c->cancel) == -1)
+    goto out;
+  journal_lock (c->journal);
+  json_object_set_new (jd, "index", json_integer (i));
+  json_object_set_new (jd, "capacity", json_integer (capacity));
+  json_object_set_new (jd, "target", json_string (t.raw));
+  if (t.descriptor)
+    json_object_set_new (jd, "targetDescriptor", json_string (t.descriptor));
+  json_object_set_new (jd, "digest", json_pack ("{s:s}", "target", hex));
+  json_object_set_new (jd, "identity",
+                       json_pack ("{s:I, s:I, s:b}", "sampledBlocks", (json_int_t)blocks,
+                                  "mismatches", (json_int_t)mismatches, "uuidChecked",
+                                  t.uuid && uuid));
+  journal_unlock (c->journal);
+  r = 0;
+out:
+  convert_target_free (&t);
+  return r;
+}
+
+int
+conversion_check (struct conversion *c)
+{
+  const char *label = plan_vm_label (c->pvm);
+  struct source_config cfg = plan_source_config (c->plan, c->pvm);
+  struct source *src, *reader = NULL;
+  json_t *desc, *vm, *disks, *ddisks, *e;
+  char text[256];
+  bool off;
+  size_t i;
+  int r = 0;
+
+  journal_lock (c->journal);
+  vm = journal_vm (c->journal, label);
+  json_object_set_new (vm, "state", json_string ("checking"));
+  journal_save (c->journal);
+  journal_unlock (c->journal);
+  snprintf (text, sizeof text, "ferry: %s: checking", label);
+  progress_event (
+      c->progress,
+      json_pack ("{s:s, s:s, s:s}", "event", "state", "vm", label, "state", "checking"),
+      text);
+  /* The VM's directory: overlays, XML, logs and manifests. */
+  CLEANUP_FREE char *dir = journal_path (c->plan->state_dir, label);
+  if (dir == NULL || (mkdir (dir, 0700) == -1 && errno != EEXIST)) {
+    log_error ("%s: %s: %m", label, dir ? dir : c->plan->state_dir);
+    return -1;
+  }
+  cfg.metadata_only = true;
+  cfg.stop = c->cancel;
+  src = source_open (&cfg);
+  if (src == NULL)
+    return -1;
+  desc = source_describe (src);
+  off = source_vm (src)->power_state &&
+        strcmp (source_vm (src)->power_state, "poweredOff") == 0;
+  journal_lock (c->journal);
+  vm = journal_vm (c->journal, label);
+  json_object_set_new (vm, "sourceId", json_string (source_vm (src)->id));
+  json_object_set_new (vm, "sourceName", json_string (source_vm (src)->name));
+  json_object_set_new (vm, "originalPowerState",
+                       json_string (source_vm (src)->power_state
+                                        ? source_vm (src)->power_state
+                                        : "unknown"));
+  json_object_set_new (vm, "warnings", json_array ());
+  journal_unlock (c->journal);
+  source_close (src);
+  if (desc == NULL)
+    return -1;
+  if (off) { /* its disks hold what the clones should: a few blocks are compared */
+    cfg.metadata_only = false;
+    reader = source_open (&cfg);
+    if (reader == NULL) {
+      json_decref (desc);
+      return -1;
+    }
+  } else {
+    char w[256];
+    snprintf (w, sizeof w,
+              "the VM is not powered off: its targets were checked by size (and VMDK "
+              "uuid) only, not compared with its disks, which may have changed since the "
+              "clone");
+    journal_lock (c->journal);
+    json_array_append_new (json_object_get (journal_vm (c->journal, label), "warnings"),
+                           json_string (w));
+    journal_unlock (c->journal);
+    log_warning ("%s: %s", label, w);
+  }
+  ddisks = json_object_get (desc, "disks");
+  journal_lock (c->journal);
+  vm = journal_vm (c->journal, label);
+  disks = json_object ();
+  json_object_set_new (vm, "disks", disks);
+  json_object_set (vm, "description", desc);
+  journal_unlock (c->journal);
+  json_array_foreach (ddisks, i, e)
+  {
+    json_t *jd = json_object ();
+    journal_lock (c->journal);
+    json_object_set_new (disks, json_string_value (json_object_get (e, "key")), jd);
+    journal_unlock (c->journal);
+    if (check_target (c, reader, i, e, jd) == -1)
+      r = -1;
+  }
+  /* Two disks may not share a target. */
+  for (size_t a = 0; r == 0 && a < json_array_size (ddisks); a++)
+    for (size_t b = a + 1; b < json_array_size (ddisks); b++) {
+      const char *ka =
+          json_string_value (json_object_get (json_array_get (ddisks, a), "key"));
+      const char *kb =
+          json_string_value (json_object_get (json_array_get (ddisks, b), "key"));
+      const char *ta =
+          json_string_value (json_object_get (json_object_get (disks, ka), "target"));
+      const char *tb =
+          json_string_value (json_object_get (json_object_get (disks, kb), "target"));
+      if (ta && tb && strcmp (ta, tb) == 0) {
+        log_error ("%s: disks %s and %s have the same target %s", label, ka, kb, ta);
+        r = -1;
+      }
+    }
+  if (reader)
+    source_close (reader);
+  json_decref (desc);
+  journal_lock (c->journal);
+  journal_save (c->journal);
+  journal_unlock (c->journal);
+  if (r == 0)
+    set_state (c, label, "verified");
   return r;
 }
 

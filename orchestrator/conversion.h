@@ -40,6 +40,15 @@ bool conversion_state (const char *state);
  */
 int conversion_vm (struct conversion *c);
 
+/* A conversion-only plan ("type": "conversion"): find each disk's target (disk.img, a
+ * block device, or a VMDK descriptor and its flat extent) and check it against the source
+ * disk — the size, the VMDK's ddb.uuid, and when the VM is powered off block 0 and a few
+ * random allocated blocks compared with its current state — then record its digest and
+ * mark the VM verified.  No byte is copied.  -1 (reported, the VM's state "checking")
+ * when a target is missing or is not the disk's clone: nothing is converted.
+ */
+int conversion_check (struct conversion *c);
+
 /* ferry convert PLAN --vm NAME: convert one verified (or conversion-failed) VM now.
  * Exit status: 0, 1 failure, 2 usage (VM not in the plan or not ready).
  */
@@ -52,5 +61,10 @@ void conversion_claim_name (const char *target, bool block, char out[64]);
 
 /* The VM's DNS-1123 name, made unique among the plan's VMs (earlier ones win). */
 void conversion_vm_name (const struct plan *plan, const struct plan_vm *pvm, char out[64]);
+
+/* The plan's networkMap as convert/ takes it (manifest_params.networks, nr_networks =
+ * plan->networks.len), calloc'd (the strings stay the plan's); NULL when out of memory.
+ */
+struct manifest_network *conversion_networks (const struct plan *plan);
 
 #endif /* FERRY_CONVERSION_H */

@@ -578,14 +578,20 @@ static json_t *
 vm_object (const struct kube *k, const struct kvm *kv)
 {
   struct manifest_disk *md = calloc (kv->disks.len ? kv->disks.len : 1, sizeof *md);
+  struct manifest_network *nets = conversion_networks (k->plan);
   struct manifest_params mp;
-  json_t *vm, *spec;
+  json_t *vm = NULL, *spec;
 
-  if (md == NULL)
-    return NULL;
-  vm_params (kv, md, &mp, !k->plan->skip_guest_conversion);
-  vm = convert_virtual_machine (&mp);
+  if (md && nets) {
+    vm_params (kv, md, &mp, !k->plan->skip_guest_conversion);
+    mp.networks = nets;
+    mp.nr_networks = k->plan->networks.len;
+    vm = convert_virtual_machine (&mp); /* NULL: a NIC the networkMap cannot place */
+  }
   free (md);
+  free (nets);
+  if (vm == NULL)
+    return NULL;
   spec = json_object_get (vm, "spec");
   json_object_set (json_object_get (metadata (vm), "annotations"), "ferry.io/run-strategy",
                    json_object_get (spec, "runStrategy"));
@@ -594,17 +600,23 @@ vm_object (const struct kube *k, const struct kvm *kv)
   return vm;
 }
 
-static void
+/* Append DOC (consumed); false when it could not be made (reported). */
+static bool
 emit (FILE *fp, json_t *doc)
 {
-  if (doc)
-    convert_yaml_emit (fp, doc);
+  if (doc == NULL)
+    return false;
+  convert_yaml_emit (fp, doc);
   json_decref (doc);
+  return true;
 }
 
-static void
+/* -1 when an object could not be made (reported): nothing is written then. */
+static int
 write_stream (FILE *fp, const struct kube *k)
 {
+  bool ok = true;
+
   fprintf (
       fp,
       "# ferry kube: plan %s in %zu shard(s) by %s, written by ferry.\n"
@@ -638,7 +650,8 @@ write_stream (FILE *fp, const struct kube *k)
   for (size_t s = 0; s < k->shards.len; s++)
     emit (fp, job (k, s));
   for (size_t v = 0; v < k->vms.len; v++)
-    emit (fp, vm_object (k, &k->vms.ptr[v]));
+    ok &= emit (fp, vm_object (k, &k->vms.ptr[v]));
+  return ok ? 0 : -1;
 }
 
 /* With shards not by host, several pods may read from one host: the plan's per-host
@@ -746,7 +759,10 @@ kube_run (const char *plan_path, const struct kube_options *opts)
   fp = open_memstream (&buf, &len);
   if (fp == NULL)
     goto out;
-  write_stream (fp, &k);
+  if (write_stream (fp, &k) == -1) {
+    fclose (fp);
+    goto out;
+  }
   if (fclose (fp) == EOF)
     goto out;
   if (opts->output == NULL) {

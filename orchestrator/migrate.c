@@ -157,32 +157,6 @@ cancelled (struct run *run)
   return run->cancel != 0;
 }
 
-/* FERRY_TEST_STOP_AT=POINT[:ROUND][,POINT[:ROUND]...] (FERRY_TEST_STOP_ROUND=N is the
- * ROUND of entries without one): stop here for a crash test, once per entry.
- */
-static void
-test_stop (const char *point, unsigned round)
-{
-  static unsigned fired; /* a bit per entry */
-  const char *at = getenv ("FERRY_TEST_STOP_AT");
-  const char *dflt = getenv ("FERRY_TEST_STOP_ROUND");
-  size_t len = strlen (point);
-
-  for (unsigned i = 0; at && *at && i < 32; i++) {
-    size_t n = strcspn (at, ",");
-    const char *colon = memchr (at, ':', n);
-    const char *want = colon ? colon + 1 : dflt;
-    size_t name_len = colon ? (size_t)(colon - at) : n;
-    if (name_len == len && strncmp (at, point, len) == 0 &&
-        (want == NULL || strtoul (want, NULL, 10) == round) &&
-        !(__atomic_fetch_or (&fired, 1u << i, __ATOMIC_RELAXED) & (1u << i))) {
-      fprintf (stderr, "ferry: test stop at %s (round %u)\n", point, round);
-      raise (SIGSTOP);
-    }
-    at += n + (at[n] == ',');
-  }
-}
-
 /* Journal helpers; called with the journal locked. */
 static void
 jset_str (json_t *obj, const char *key, const char *value)
@@ -798,6 +772,20 @@ vm_thread (void *arg)
       vj->ok = true;
       return NULL;
     }
+    goto convert;
+  }
+  if (run->plan->conversion_only) { /* the disks sit in the targets: check, convert */
+    struct conversion check = { .plan = run->plan,
+                                .pvm = vj->pvm,
+                                .journal = run->journal,
+                                .progress = run->progress,
+                                .cancel = &run->cancel,
+                                .take_error = take_error };
+    if (run->mode == RUN_PRECOPY)
+      log_error ("%s: a conversion plan has no precopy rounds: run ferry migrate",
+                 vj->label);
+    if (run->mode == RUN_PRECOPY || conversion_check (&check) == -1)
+      goto fail;
     goto convert;
   }
   if (round == 0 && !cutting_over && inspection_wanted (run->plan) && preflight (vj) == -1)

@@ -315,6 +315,61 @@ load_storage_map (struct loader *l, struct plan *p, json_t *map)
 }
 
 static void
+load_network_map (struct loader *l, struct plan *p, json_t *map)
+{
+  static const char *const keys[] = { "source", "destination", NULL };
+  static const char *const src_keys[] = { "id", "name", NULL };
+  static const char *const dst_keys[] = { "type", "namespace", "name", NULL };
+  size_t i;
+  json_t *e;
+
+  if (map == NULL)
+    return;
+  if (!json_is_array (map)) {
+    problem (l, "\"networkMap\" must be an array");
+    return;
+  }
+  json_array_foreach (map, i, e)
+  {
+    char where[64];
+    struct network_map_entry m = { 0 };
+    json_t *s = json_object_get (e, "source"), *d = json_object_get (e, "destination");
+
+    snprintf (where, sizeof where, "networkMap[%zu]", i);
+    if (!json_is_object (e) || !json_is_object (s) || !json_is_object (d)) {
+      problem (l, "%s: needs \"source\" and \"destination\" objects", where);
+      continue;
+    }
+    check_keys (l, e, where, keys);
+    check_keys (l, s, where, src_keys);
+    check_keys (l, d, where, dst_keys);
+    m.source_id = get_string (l, s, where, "id", false);
+    m.source_name = get_string (l, s, where, "name", false);
+    m.type = get_string (l, d, where, "type", true);
+    m.namespace = get_string (l, d, where, "namespace", false);
+    m.name = get_string (l, d, where, "name", false);
+    if (m.source_id == NULL && m.source_name == NULL)
+      problem (l, "%s: source needs \"id\" (the network's moref) or \"name\"", where);
+    if (m.type && strcmp (m.type, "pod") != 0 && strcmp (m.type, "multus") != 0 &&
+        strcmp (m.type, "ignored") != 0)
+      problem (l, "%s: destination.type \"%s\": expected pod, multus or ignored", where,
+               m.type);
+    if (m.type && strcmp (m.type, "multus") == 0 && (m.name == NULL || m.namespace == NULL))
+      problem (l,
+               "%s: a multus destination needs \"namespace\" and \"name\" (its "
+               "NetworkAttachmentDefinition)",
+               where);
+    if (network_map_append (&p->networks, m) == -1) {
+      free (m.source_id);
+      free (m.source_name);
+      free (m.type);
+      free (m.namespace);
+      free (m.name);
+    }
+  }
+}
+
+static void
 load_vms (struct loader *l, struct plan *p, json_t *vms)
 {
   static const char *const keys[] = { "name", "id", "targetName", "targets", NULL };
@@ -397,12 +452,14 @@ plan_load (const char *path)
                                       "stateDir",
                                       "storageMap",
                                       "vms",
+                                      "type",
+                                      "networkMap",
                                       NULL };
   struct loader l = { .file = path };
   struct plan *p = calloc (1, sizeof *p);
   json_error_t err;
   json_t *root, *v;
-  CLEANUP_FREE char *cutover = NULL;
+  CLEANUP_FREE char *cutover = NULL, *type = NULL;
 
   if (p == NULL)
     return NULL;
@@ -451,6 +508,22 @@ plan_load (const char *path)
   p->state_dir = get_string (&l, root, "plan", "stateDir", true);
   load_storage_map (&l, p, json_object_get (root, "storageMap"));
   load_vms (&l, p, json_object_get (root, "vms"));
+  load_network_map (&l, p, json_object_get (root, "networkMap"));
+  type = get_string (&l, root, "plan", "type", false);
+  if (type) { /* Forklift's: supersedes "warm" */
+    json_t *warm = json_object_get (root, "warm");
+    bool want_warm = strcmp (type, "warm") == 0;
+    if (strcmp (type, "cold") != 0 && !want_warm && strcmp (type, "conversion") != 0)
+      problem (&l, "plan: type \"%s\": expected cold, warm or conversion", type);
+    else if (json_is_boolean (warm) && json_is_true (warm) != want_warm)
+      problem (&l, "plan: type \"%s\" contradicts \"warm\": %s", type,
+               json_is_true (warm) ? "true" : "false");
+    p->warm = want_warm;
+    p->conversion_only = strcmp (type, "conversion") == 0;
+    if (p->conversion_only && p->skip_guest_conversion)
+      problem (&l, "plan: type \"conversion\" converts the guest: it cannot have "
+                   "\"skipGuestConversion\": true");
+  }
 
 out:
   json_decref (root);
@@ -500,6 +573,14 @@ plan_free (struct plan *p)
     override_vector_reset (&vm->targets);
   }
   plan_vm_vector_reset (&p->vms);
+  for (size_t i = 0; i < p->networks.len; i++) {
+    free (p->networks.ptr[i].source_id);
+    free (p->networks.ptr[i].source_name);
+    free (p->networks.ptr[i].type);
+    free (p->networks.ptr[i].namespace);
+    free (p->networks.ptr[i].name);
+  }
+  network_map_reset (&p->networks);
   free (p);
 }
 

@@ -37,6 +37,18 @@ struct target_override {
 };
 DEFINE_VECTOR_TYPE (override_vector, struct target_override);
 
+/* networkMap[]: a source network (by id, the moref, or by name) -> a pod network, a Multus
+ * NetworkAttachmentDefinition, or no interface (Forklift's NetworkMap pairs).
+ */
+struct network_map_entry {
+  char *source_id;
+  char *source_name;
+  char *type;      /* "pod", "multus", "ignored" */
+  char *namespace; /* multus */
+  char *name;      /* multus */
+};
+DEFINE_VECTOR_TYPE (network_map, struct network_map_entry);
+
 struct plan_vm {
   char *name; /* source VM name, or NULL */
   char *id;   /* source VM moref, or NULL */
@@ -75,6 +87,11 @@ struct plan {
   char *state_dir;
   storage_map storage;
   plan_vm_vector vms;
+  /* "type": "conversion": the disks already sit in the targets (e.g. cloned on the array);
+   * ferry checks them against the source disks, converts and writes the manifests.
+   */
+  bool conversion_only;
+  network_map networks; /* empty: the first NIC on the pod network */
 };
 
 /* Parse and check PATH.  Reports every problem with log_error (each naming the key or

@@ -117,6 +117,83 @@ out:
   return r;
 }
 
+/* Compare the block at OFF of disk I between SRC and FD, counting it in *BLOCKS and
+ * *MISMATCHES.
+ */
+static int
+compare_block (struct source *src, size_t i, int fd, const char *path, uint64_t off,
+               uint64_t *blocks, uint64_t *mismatches)
+{
+  const struct provider_disk *d = source_disk (src, i);
+  char a[DIGEST_BLOCK_SIZE], b[DIGEST_BLOCK_SIZE];
+  size_t len =
+      d->capacity - off < DIGEST_BLOCK_SIZE ? d->capacity - off : DIGEST_BLOCK_SIZE;
+
+  if (source_pread (src, i, a, len, off) == -1)
+    return -1;
+  if (pread_full (fd, b, len, off) != 1) {
+    log_error ("%s: read at %" PRIu64 ": %m", path, off);
+    return -1;
+  }
+  (*blocks)++;
+  if (memcmp (a, b, len) != 0) {
+    (*mismatches)++;
+    log_error ("%s: the block at offset %" PRIu64 " differs from the source disk %s", path,
+               off, d->key);
+  }
+  return 0;
+}
+
+/* WANT random allocated blocks (after FIRST, when set: block 0). */
+static int
+sample (struct source *src, size_t i, const char *path, uint64_t want, bool first,
+        uint64_t *blocks, uint64_t *mismatches)
+{
+  const struct provider_disk *d = source_disk (src, i);
+  const extent_vector *map;
+  uint64_t nblocks = (d->capacity + DIGEST_BLOCK_SIZE - 1) / DIGEST_BLOCK_SIZE;
+  uint64_t data_blocks, tried = 0;
+  int fd, r = -1;
+
+  *blocks = *mismatches = 0;
+  if (nblocks == 0)
+    return 0;
+  if (source_allocated (src, i, &map) == -1)
+    return -1;
+  data_blocks = map ? (source_data_bytes (src, i, 0, d->capacity) + DIGEST_BLOCK_SIZE - 1) /
+                          DIGEST_BLOCK_SIZE
+                    : nblocks;
+  if (data_blocks == 0 && !first)
+    return 0;
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    log_error ("%s: %m", path);
+    return -1;
+  }
+  if (first && compare_block (src, i, fd, path, 0, blocks, mismatches) == -1)
+    goto out;
+  want += *blocks;
+  /* Random blocks, kept when they hold data (bounded tries for very sparse disks). */
+  while (data_blocks > 0 && *blocks < want && tried < want * 64 + 1024) {
+    uint64_t rnd, off;
+    size_t len;
+    if (getrandom (&rnd, sizeof rnd, 0) != sizeof rnd)
+      rnd = random ();
+    tried++;
+    off = (rnd % nblocks) * DIGEST_BLOCK_SIZE;
+    len = d->capacity - off < DIGEST_BLOCK_SIZE ? d->capacity - off : DIGEST_BLOCK_SIZE;
+    if (map && source_data_bytes (src, i, off, len) == 0)
+      continue;
+    if (compare_block (src, i, fd, path, off, blocks, mismatches) == -1)
+      goto out;
+  }
+  r = 0;
+
+out:
+  close (fd);
+  return r;
+}
+
 int
 verify_sample (struct source *src, size_t i, const char *path, double percent,
                uint64_t *blocks, uint64_t *mismatches)
@@ -124,9 +201,7 @@ verify_sample (struct source *src, size_t i, const char *path, double percent,
   const struct provider_disk *d = source_disk (src, i);
   const extent_vector *map;
   uint64_t nblocks = (d->capacity + DIGEST_BLOCK_SIZE - 1) / DIGEST_BLOCK_SIZE;
-  uint64_t data_blocks = 0, want, tried = 0;
-  char a[DIGEST_BLOCK_SIZE], b[DIGEST_BLOCK_SIZE];
-  int fd, r = -1;
+  uint64_t data_blocks, want;
 
   *blocks = *mismatches = 0;
   if (percent <= 0 || nblocks == 0)
@@ -139,40 +214,12 @@ verify_sample (struct source *src, size_t i, const char *path, double percent,
   if (data_blocks == 0)
     return 0;
   want = data_blocks * percent / 100;
-  if (want == 0)
-    want = 1;
-  fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    log_error ("%s: %m", path);
-    return -1;
-  }
-  /* Random blocks, kept when they hold data (bounded tries for very sparse disks). */
-  while (*blocks < want && tried < want * 64 + 1024) {
-    uint64_t rnd, off;
-    size_t len;
-    if (getrandom (&rnd, sizeof rnd, 0) != sizeof rnd)
-      rnd = random ();
-    tried++;
-    off = (rnd % nblocks) * DIGEST_BLOCK_SIZE;
-    len = d->capacity - off < DIGEST_BLOCK_SIZE ? d->capacity - off : DIGEST_BLOCK_SIZE;
-    if (map && source_data_bytes (src, i, off, len) == 0)
-      continue;
-    if (source_pread (src, i, a, len, off) == -1)
-      goto out;
-    if (pread_full (fd, b, len, off) != 1) {
-      log_error ("%s: read at %" PRIu64 ": %m", path, off);
-      goto out;
-    }
-    (*blocks)++;
-    if (memcmp (a, b, len) != 0) {
-      (*mismatches)++;
-      log_error ("%s: the block at offset %" PRIu64 " differs from the source disk %s",
-                 path, off, d->key);
-    }
-  }
-  r = 0;
+  return sample (src, i, path, want ? want : 1, false, blocks, mismatches);
+}
 
-out:
-  close (fd);
-  return r;
+int
+verify_identity (struct source *src, size_t i, const char *path, unsigned count,
+                 uint64_t *blocks, uint64_t *mismatches)
+{
+  return sample (src, i, path, count > 0 ? count - 1 : 0, true, blocks, mismatches);
 }

@@ -32,4 +32,11 @@ int verify_digest (const char *path, uint64_t size, char hex[65],
 int verify_sample (struct source *src, size_t i, const char *path, double percent,
                    uint64_t *blocks, uint64_t *mismatches);
 
+/* Whether the target PATH is disk I's: block 0 (partition table, boot code) and COUNT - 1
+ * random allocated blocks compared between SRC and PATH, as verify_sample counts them.
+ * Bounded by COUNT whatever the disk's size.
+ */
+int verify_identity (struct source *src, size_t i, const char *path, unsigned count,
+                     uint64_t *blocks, uint64_t *mismatches);
+
 #endif /* FERRY_VERIFY_H */

@@ -369,13 +369,17 @@ parse_nics (xmlNode *devices, nic_vector *nics)
       .mac = xml_text (mac),
       .network = xml_child_text (backing, "deviceName"),
     };
+    nic.network_id = xml_child_text (backing, "network");
     if (nic.network == NULL) /* distributed port group */
       nic.network = xml_child_text (xml_child (backing, "port"), "portgroupKey");
+    if (nic.network_id == NULL && nic.network)
+      nic.network_id = xml_child_text (xml_child (backing, "port"), "portgroupKey");
     if (nic_vector_append (nics, nic) == -1) {
       free (nic.label);
       free (nic.type);
       free (nic.mac);
       free (nic.network);
+      free (nic.network_id);
       return -1;
     }
   }
@@ -502,6 +506,7 @@ vs_vm_free (struct vs_vm *vm)
     free (vm->nics.ptr[i].type);
     free (vm->nics.ptr[i].mac);
     free (vm->nics.ptr[i].network);
+    free (vm->nics.ptr[i].network_id);
   }
   nic_vector_reset (&vm->nics);
   for (size_t i = 0; i < vm->snapshots.len; i++) {

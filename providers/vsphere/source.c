@@ -734,11 +734,12 @@ vsphere_describe (struct source *base)
   }
   for (size_t i = 0; i < vm->nics.len; i++) {
     const struct vs_nic *n = &vm->nics.ptr[i];
-    json_array_append_new (nics, json_pack ("{s:o, s:o, s:o, s:o}", "label",
+    json_array_append_new (nics, json_pack ("{s:o, s:o, s:o, s:o, s:o}", "label",
                                             json_string_or_null (n->label), "type",
                                             json_string_or_null (n->type), "mac",
                                             json_string_or_null (n->mac), "network",
-                                            json_string_or_null (n->network)));
+                                            json_string_or_null (n->network), "networkId",
+                                            json_string_or_null (n->network_id)));
   }
   if (src->snapshot) {
     const char *name = NULL;

@@ -55,7 +55,8 @@ struct vs_nic {
   char *label; /* "Network adapter 1" */
   char *type;  /* VirtualVmxnet3, VirtualE1000e, ... */
   char *mac;
-  char *network; /* network or port group name/key */
+  char *network;    /* network or port group name/key */
+  char *network_id; /* the network's moref (a distributed port group's key), or NULL */
 };
 DEFINE_VECTOR_TYPE (nic_vector, struct vs_nic);
 

@@ -24,23 +24,7 @@ rc=0
 "$top/tests/guest/build-guest.sh" "$tmpdir/guest.img" >"$tmpdir/build.log" 2>&1 || rc=$?
 [ $rc = 77 ] && skip "$(grep -m1 SKIP "$tmpdir/build.log")"
 [ $rc = 0 ] || fail "build-guest.sh: $(tail -20 "$tmpdir/build.log")"
-# The guest powers itself off after its boot marker (the switch of build-guest.sh), set
-# in its ext4 root at 1 MiB without mounting anything.
-debugfs -w -R "write /dev/null /etc/guestlab-poweroff" "$tmpdir/guest.img?offset=1048576" \
-  >/dev/null 2>&1
-debugfs -R "stat /etc/guestlab-poweroff" "$tmpdir/guest.img?offset=1048576" 2>/dev/null |
-  grep -q 'Type: regular' || fail "debugfs could not set /etc/guestlab-poweroff"
-
-# boot IMAGE LOG: qemu under TCG on virtio, serial console to LOG; the image is not
-# written (snapshot=on).  Prints qemu's exit status.
-boot ()
-{
-  local rc=0
-  timeout 900 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp "${SMP:-2}" \
-    -nographic -nodefaults -serial "file:$2" -no-reboot -nic none -machine q35 \
-    -drive "file=$1,format=raw,if=virtio,snapshot=on" </dev/null >/dev/null 2>&1 || rc=$?
-  echo "$rc"
-}
+guest_set_poweroff "$tmpdir/guest.img"
 
 # Negative control, meanwhile: the unconverted disk on virtio finds no root.  The guest's
 # own kernel and initramfs are booted directly, with no_timer_check (a loaded host under
@@ -190,7 +174,7 @@ for d in "$top/../shared/schemas" "$top/../../shared/schemas"; do
 done
 
 # The converted target boots on virtio to the marker and powers off.
-rc=$(boot "$target" "$tmpdir/boot.log")
+rc=$(guest_boot "$tmpdir/boot.log" "$target")
 tail -5 "$tmpdir/boot.log"
 grep -q 'GUESTLAB-BOOT-OK' "$tmpdir/boot.log" || fail "no boot marker (qemu exit $rc)"
 [ "$rc" = 0 ] || fail "qemu exit $rc after the marker: the guest did not power off"

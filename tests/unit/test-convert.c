@@ -155,13 +155,69 @@ test_yaml (void **state)
   json_decref (doc);
 }
 
+static void
+test_vmdk (void **state)
+{
+  struct convert_vmdk v;
+  char *why;
+
+  /* A VMFS base disk as the datastore holds it. */
+  assert_int_equal (convert_vmdk_parse ("# Disk DescriptorFile\nversion=1\nCID=1a2b\n"
+                                        "parentCID=ffffffff\ncreateType=\"vmfs\"\n\n"
+                                        "RW 2097152 VMFS \"web01-flat.vmdk\"\n\n"
+                                        "ddb.uuid = \"60 00 C2 9a 11 22 33 44-55 66 77 88 "
+                                        "99 aa bb cc\"\n",
+                                        &v, &why),
+                    0);
+  assert_string_equal (v.extent, "web01-flat.vmdk");
+  assert_int_equal (v.size, 2097152 * UINT64_C (512));
+  assert_true (convert_same_uuid (v.uuid, "6000C29a-1122-3344-5566-778899aabbcc"));
+  assert_false (convert_same_uuid (v.uuid, "6000C29a-1122-3344-5566-778899aabbcd"));
+  assert_false (convert_same_uuid (v.uuid, "6000C29a-1122-3344-5566-778899aabb"));
+  free (v.extent);
+  free (v.uuid);
+  /* monolithicFlat, offset 0, CRLF, no uuid. */
+  assert_int_equal (convert_vmdk_parse ("createType=\"monolithicFlat\"\r\n"
+                                        "RW 2048 FLAT \"a b-flat.vmdk\" 0\r\n",
+                                        &v, &why),
+                    0);
+  assert_string_equal (v.extent, "a b-flat.vmdk");
+  assert_null (v.uuid);
+  free (v.extent);
+
+  /* Refused, each with its reason. */
+  static const struct {
+    const char *text, *why;
+  } bad[] = {
+    { "KDMV\x01", "sparse VMDK" },
+    { "createType=\"monolithicSparse\"\nRW 2048 SPARSE \"a.vmdk\"\n", "SPARSE" },
+    { "createType=\"streamOptimized\"\n", "createType \"streamOptimized\"" },
+    { "createType=\"vmfs\"\nRW 2048 VMFS \"a-flat.vmdk\"\nRW 2048 VMFS \"b-flat.vmdk\"\n",
+      "2 extents" },
+    { "createType=\"vmfs\"\n", "0 extents" },
+    { "createType=\"monolithicFlat\"\nRW 2048 FLAT \"a-flat.vmdk\" 63\n", "sector 63" },
+    { "createType=\"vmfs\"\nRDONLY 2048 VMFS \"a-flat.vmdk\"\n", "not RW" },
+    { "parentCID=1234abcd\ncreateType=\"vmfs\"\nRW 2048 VMFS \"a-flat.vmdk\"\n", "child" },
+    { "createType=\"vmfs\"\nRW 2048 VMFS \"../x/a-flat.vmdk\"\n", "not in the" },
+    { "hello\n", "not a VMDK descriptor" },
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal (convert_vmdk_parse (bad[i].text, &v, &why), -1);
+    assert_non_null (why);
+    if (strstr (why, bad[i].why) == NULL)
+      fail_msg ("descriptor %zu: \"%s\" lacks \"%s\"", i, why, bad[i].why);
+    assert_null (v.extent);
+    free (why);
+  }
+}
+
 int
 main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_xml),      cmocka_unit_test (test_dns_name),
     cmocka_unit_test (test_pvc_size), cmocka_unit_test (test_overlay_blocks),
-    cmocka_unit_test (test_yaml),
+    cmocka_unit_test (test_yaml),     cmocka_unit_test (test_vmdk),
   };
   return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -347,15 +347,13 @@ func (d *double) createVM(ctx context.Context, q url.Values) (interface{}, int, 
 			},
 		})
 	}
-	nic := &types.VirtualVmxnet3{VirtualVmxnet: types.VirtualVmxnet{VirtualEthernetCard: types.VirtualEthernetCard{
-		VirtualDevice: types.VirtualDevice{
-			Key: 4000,
-			Backing: &types.VirtualEthernetCardNetworkBackingInfo{
-				VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: "VM Network"}},
-		},
-		AddressType: string(types.VirtualEthernetCardMacTypeGenerated),
-	}}}
-	changes = append(changes, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: nic})
+	nics, err := d.makeNICs(ctx, q.Get("nics"))
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	for _, nic := range nics {
+		changes = append(changes, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: nic})
+	}
 
 	spec := types.VirtualMachineConfigSpec{
 		Name:                  name,
@@ -484,4 +482,56 @@ func (d *double) vmJSON(v *vmState, full bool) map[string]interface{} {
 		res["snapshots"] = snaps
 	}
 	return res
+}
+
+// makeNICs: "MODEL:NETWORK,..." (MODEL vmxnet3, e1000, e1000e; default one vmxnet3 on
+// "VM Network") as Ethernet cards on standard port groups, each port group made on the
+// host's vSwitch0 when it does not exist yet.
+func (d *double) makeNICs(ctx context.Context, spec string) ([]types.BaseVirtualDevice, error) {
+	if spec == "" {
+		spec = "vmxnet3:VM Network"
+	}
+	var out []types.BaseVirtualDevice
+	for i, item := range strings.Split(spec, ",") {
+		parts := strings.SplitN(item, ":", 2)
+		if len(parts) != 2 || parts[1] == "" {
+			return nil, fmt.Errorf("nics: %q: want MODEL:NETWORK", item)
+		}
+		if err := d.ensurePortGroup(ctx, parts[1]); err != nil {
+			return nil, err
+		}
+		card := types.VirtualEthernetCard{
+			VirtualDevice: types.VirtualDevice{
+				Key: int32(4000 + i),
+				Backing: &types.VirtualEthernetCardNetworkBackingInfo{
+					VirtualDeviceDeviceBackingInfo: types.VirtualDeviceDeviceBackingInfo{DeviceName: parts[1]}},
+			},
+			AddressType: string(types.VirtualEthernetCardMacTypeGenerated),
+		}
+		switch parts[0] {
+		case "vmxnet3":
+			out = append(out, &types.VirtualVmxnet3{VirtualVmxnet: types.VirtualVmxnet{VirtualEthernetCard: card}})
+		case "e1000":
+			out = append(out, &types.VirtualE1000{VirtualEthernetCard: card})
+		case "e1000e":
+			out = append(out, &types.VirtualE1000e{VirtualEthernetCard: card})
+		default:
+			return nil, fmt.Errorf("nics: model %q: want vmxnet3, e1000 or e1000e", parts[0])
+		}
+	}
+	return out, nil
+}
+
+func (d *double) ensurePortGroup(ctx context.Context, name string) error {
+	ns, err := object.NewHostSystem(d.client, d.host).ConfigManager().NetworkSystem(ctx)
+	if err != nil {
+		return err
+	}
+	err = ns.AddPortGroup(ctx, types.HostPortGroupSpec{Name: name, VswitchName: "vSwitch0",
+		Policy: types.HostNetworkPolicy{}})
+	if err != nil && !strings.Contains(err.Error(), "already exists") &&
+		!strings.Contains(err.Error(), "DuplicateName") {
+		return fmt.Errorf("port group %q: %v", name, err)
+	}
+	return nil
 }
