@@ -37,7 +37,8 @@ crash ()
   place_disk "$vm" 2000 "$tmpdir/$vm-d0"
   place_disk "$vm" 2001 "$tmpdir/$vm-d1"
   make_targets "$vm" 2
-  write_plan "$tmpdir/$vm.json" ".skipGuestConversion = false | .stateDir += \"/$vm\" |
+  write_plan "$tmpdir/$vm.json" ".skipGuestConversion = false | .preflightInspection = false |
+    .stateDir += \"/$vm\" |
     .vms = [{\"name\": \"$vm\"}]"
   rm -f "$tmpdir/v2v-runs"
   FERRY_TEST_STOP_AT=$point PATH=$tmpdir/bin:$PATH "$ferry" migrate "$tmpdir/$vm.json" \
