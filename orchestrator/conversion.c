@@ -406,58 +406,75 @@ out:
 /* Blocks compared per disk to tell that a conversion-only target is that disk's clone. */
 #define IDENTITY_BLOCKS 16
 
-/* One disk of a conversion-only plan: its target found and checked against the source
- * disk (size, the VMDK's uuid, a few blocks when SRC can read the VM's current state),
+const char conversion_not_off[] =
+    "the VM is not powered off: its targets were checked by size (and VMDK uuid) only, "
+    "not compared with its disks, which may have changed since the clone";
+
+int
+conversion_check_target (const struct plan *plan, const struct plan_vm *pvm,
+                         struct source *reader, size_t i, json_t *ddesc,
+                         struct convert_target *t, uint64_t *blocks, uint64_t *mismatches)
+{
+  const char *label = plan_vm_label (pvm);
+  const char *key = json_string_value (json_object_get (ddesc, "key"));
+  const char *ds = json_string_value (json_object_get (ddesc, "datastore"));
+  const char *uuid = json_string_value (json_object_get (ddesc, "uuid"));
+  const char *file = json_string_value (json_object_get (ddesc, "fileName"));
+  uint64_t capacity = json_integer_value (json_object_get (ddesc, "capacity"));
+  CLEANUP_FREE char *path = NULL, *why = NULL;
+  enum target_kind kind;
+
+  *t = (struct convert_target){ 0 };
+  *blocks = *mismatches = 0;
+  if (key == NULL ||
+      plan_resolve_target (plan, pvm, i, key, ds ? ds : "", &path, &kind, &why) == -1) {
+    log_error ("%s disk %s: %s", label, key ? key : "?", why ? why : "out of memory");
+    return -1;
+  }
+  if (convert_find_target (path, kind == TARGET_BLOCK, t, &why) == -1) {
+    log_error ("%s disk %s: target %s", label, key, why ? why : "out of memory");
+    return -1;
+  }
+  if (t->block ? t->size < capacity : t->size != capacity) {
+    log_error ("%s disk %s: the target %s holds %" PRIu64 " bytes, the source disk %s is "
+               "%" PRIu64 ": not its clone",
+               label, key, t->descriptor ? t->descriptor : t->raw, t->size, file, capacity);
+    return -1;
+  }
+  if (t->uuid && uuid && !convert_same_uuid (t->uuid, uuid)) {
+    log_error ("%s disk %s: the descriptor %s has ddb.uuid \"%s\", the source disk %s "
+               "\"%s\": another disk",
+               label, key, t->descriptor, t->uuid, file, uuid);
+    return -1;
+  }
+  if (reader &&
+      verify_identity (reader, i, t->raw, IDENTITY_BLOCKS, blocks, mismatches) == -1)
+    return -1;
+  if (*mismatches) {
+    log_error ("%s disk %s: %" PRIu64 " of %" PRIu64 " sampled blocks of %s differ from "
+               "the source disk: not its clone (or the VM ran since)",
+               label, key, *mismatches, *blocks, t->raw);
+    return -1;
+  }
+  return 0;
+}
+
+/* One disk of a conversion-only plan: its target checked (conversion_check_target) and
  * its digest taken; recorded in JD.  -1 reported.
  */
 static int
 check_target (struct conversion *c, struct source *src, size_t i, json_t *ddesc, json_t *jd)
 {
-  const char *label = plan_vm_label (c->pvm);
-  const char *key = json_string_value (json_object_get (ddesc, "key"));
-  const char *ds = json_string_value (json_object_get (ddesc, "datastore"));
   const char *uuid = json_string_value (json_object_get (ddesc, "uuid"));
   uint64_t capacity = json_integer_value (json_object_get (ddesc, "capacity"));
-  CLEANUP_FREE char *path = NULL, *why = NULL;
   struct convert_target t;
-  enum target_kind kind;
-  uint64_t blocks = 0, mismatches = 0;
+  uint64_t blocks, mismatches;
   char hex[65];
   int r = -1;
 
-  if (key == NULL || plan_resolve_target (c->plan, c->pvm, i, key, ds ? ds : "", &path,
-                                          &kind, &why) == -1) {
-    log_error ("%s disk %s: %s", label, key ? key : "?", why ? why : "out of memory");
-    return -1;
-  }
-  if (convert_find_target (path, kind == TARGET_BLOCK, &t, &why) == -1) {
-    log_error ("%s disk %s: target %s", label, key, why ? why : "out of memory");
-    return -1;
-  }
-  if (t.block ? t.size < capacity : t.size != capacity) {
-    log_error ("%s disk %s: the target %s holds %" PRIu64 " bytes, the source disk %s is "
-               "%" PRIu64 ": not its clone; nothing was converted",
-               label, key, t.descriptor ? t.descriptor : t.raw, t.size,
-               json_string_value (json_object_get (ddesc, "fileName")), capacity);
-    goto out;
-  }
-  if (t.uuid && uuid && !convert_same_uuid (t.uuid, uuid)) {
-    log_error ("%s disk %s: the descriptor %s has ddb.uuid \"%s\", the source disk %s "
-               "\"%s\": another disk; nothing was converted",
-               label, key, t.descriptor, t.uuid,
-               json_string_value (json_object_get (ddesc, "fileName")), uuid);
-    goto out;
-  }
-  if (src && verify_identity (src, i, t.raw, IDENTITY_BLOCKS, &blocks, &mismatches) == -1)
-    goto out;
-  if (mismatches) {
-    log_error ("%s disk %s: %" PRIu64 " of %" PRIu64
-               " sampled blocks of %s differ from the "
-               "source disk: not its clone (or the VM ran since); nothing was converted",
-               label, key, mismatches, blocks, t.raw);
-    goto out;
-  }
-  if (verify_digest (t.raw, capacity, hex, c->cancel) == -1)
+  if (conversion_check_target (c->plan, c->pvm, src, i, ddesc, &t, &blocks, &mismatches) ==
+          -1 ||
+      verify_digest (t.raw, capacity, hex, c->cancel) == -1)
     goto out;
   journal_lock (c->journal);
   json_object_set_new (jd, "index", json_integer (i));
@@ -534,16 +551,11 @@ conversion_check (struct conversion *c)
       return -1;
     }
   } else {
-    char w[256];
-    snprintf (w, sizeof w,
-              "the VM is not powered off: its targets were checked by size (and VMDK "
-              "uuid) only, not compared with its disks, which may have changed since the "
-              "clone");
     journal_lock (c->journal);
     json_array_append_new (json_object_get (journal_vm (c->journal, label), "warnings"),
-                           json_string (w));
+                           json_string (conversion_not_off));
     journal_unlock (c->journal);
-    log_warning ("%s: %s", label, w);
+    log_warning ("%s: %s", label, conversion_not_off);
   }
   ddisks = json_object_get (desc, "disks");
   journal_lock (c->journal);

@@ -17,7 +17,12 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
+#include <jansson.h>
+
+#include "convert/convert.h"
 #include "journal.h"
 #include "plan.h"
 #include "progress.h"
@@ -48,6 +53,23 @@ int conversion_vm (struct conversion *c);
  * when a target is missing or is not the disk's clone: nothing is converted.
  */
 int conversion_check (struct conversion *c);
+
+/* Disk I of a conversion-only plan's VM PVM, described by DDESC (an element of
+ * source_describe's "disks"): its target found (convert_find_target: disk.img, a block
+ * device, or a VMDK descriptor and its flat extent) and checked against the source disk —
+ * the size, the VMDK's ddb.uuid, and with READER (the VM powered off, its disks readable)
+ * block 0 and a few random allocated blocks.  *T gets the target (convert_target_free it
+ * whatever the result), *BLOCKS and *MISMATCHES the sample's counts.  -1 when the target
+ * is missing or is not the disk's clone, reported with log_error ("VM disk KEY: ...",
+ * the reason last).  Reads only: ferry migrate's checking state and ferry validate.
+ */
+int conversion_check_target (const struct plan *plan, const struct plan_vm *pvm,
+                             struct source *reader, size_t i, json_t *ddesc,
+                             struct convert_target *t, uint64_t *blocks,
+                             uint64_t *mismatches);
+
+/* Why the blocks of a VM that is not powered off are not compared (a warning). */
+extern const char conversion_not_off[];
 
 /* ferry convert PLAN --vm NAME: convert one verified (or conversion-failed) VM now.
  * Exit status: 0, 1 failure, 2 usage (VM not in the plan or not ready).

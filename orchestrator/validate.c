@@ -4,7 +4,8 @@
  * Like MTV's plan concerns: each concern names its object ("plan", "source", "vm web01",
  * "target /pvc/x"), a category (Critical blocks the migration, Warning and Information
  * do not) and a message.  The only change validate may make is the one the plan asks for
- * (enableCBT).
+ * (enableCBT).  A conversion-only plan's targets are checked as ferry migrate's checking
+ * state checks them (conversion_check_target), not as copy destinations.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +25,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "conversion.h"
 #include "inspection.h"
 #include "migrate.h"
 #include "validate.h"
@@ -34,6 +36,7 @@ static volatile sig_atomic_t stop; /* SIGTERM during --inspect: the snapshot goe
 static char *captured;             /* errors reported while one check ran */
 static bool plan_problems;         /* while the plan is read: each error is a concern */
 static bool transient;             /* a check failed because the server or network did */
+static bool last_only;             /* keep only the last error: the one that says why */
 
 static void concern (const char *object, const char *category, const char *fs, ...)
     __attribute__ ((format (printf, 3, 4)));
@@ -45,6 +48,11 @@ capture (const char *msg)
     transient = true;
   if (plan_problems) {
     concern ("plan", "Critical", "%s", msg);
+    return;
+  }
+  if (last_only) {
+    free (captured);
+    captured = strdup (msg);
     return;
   }
   size_t n = captured ? strlen (captured) : 0;
@@ -182,6 +190,71 @@ check_target (const char *path, enum target_kind kind, uint64_t capacity)
     too_small (object, capacity, have);
 }
 
+/* A conversion-only plan compares a few blocks of each target with the disks of a VM that
+ * is off, as ferry migrate does, where reading changes nothing: a vSphere VM without
+ * snapshots has its live disks read (no snapshot is made, no leftover removed).  NULL
+ * otherwise, said as a concern about OBJECT.
+ */
+static struct source *
+clone_reader (const struct plan *plan, const struct plan_vm *pvm,
+              const struct source_vm *vm, const char *object)
+{
+  struct source_config cfg = plan_source_config (plan, pvm);
+  struct source *reader;
+
+  if (vm->power_state == NULL || strcmp (vm->power_state, "poweredOff") != 0) {
+    concern (object, "Warning", "%s: %s", plan_vm_label (pvm), conversion_not_off);
+    return NULL;
+  }
+  if (vm->snapshots) /* a Critical concern already: migrate refuses to read such a VM */
+    return NULL;
+  if (vm->leftovers || strcmp (plan->source_type, "vsphere") != 0) {
+    concern (object, "Information",
+             "%s: its targets were checked by size (and VMDK uuid); ferry migrate also "
+             "compares their blocks with the disks, which validate does not since reading "
+             "them %s",
+             plan_vm_label (pvm),
+             vm->leftovers ? "removes ferry's leftover snapshots first"
+                           : "starts image transfers on the engine");
+    return NULL;
+  }
+  free (take_captured ());
+  reader = source_open (&cfg);
+  if (reader == NULL) {
+    CLEANUP_FREE char *why = take_captured ();
+    concern (object, "Critical",
+             "cannot read its disks to compare them with the targets: %s", why ? why : "?");
+  }
+  return reader;
+}
+
+/* A conversion-only plan's target PATH (of KIND) for disk I (DDESC): what ferry migrate's
+ * checking state checks, never whether a copy would fit.  Reads only.
+ */
+static void
+check_clone (const struct plan *plan, const struct plan_vm *pvm, struct source *reader,
+             size_t i, json_t *ddesc, const char *path, enum target_kind kind)
+{
+  CLEANUP_FREE char *copy = strdup (path);
+  struct convert_target t;
+  uint64_t blocks, mismatches;
+  char object[4200];
+  int r;
+
+  /* The plan's target: the PVC's directory (disk.img or a VMDK descriptor), or device. */
+  snprintf (object, sizeof object, "target %s",
+            kind == TARGET_BLOCK || copy == NULL ? path : dirname (copy));
+  free (take_captured ());
+  last_only = true; /* the sample reports each block that differs, then the verdict */
+  r = conversion_check_target (plan, pvm, reader, i, ddesc, &t, &blocks, &mismatches);
+  last_only = false;
+  convert_target_free (&t);
+  if (r == -1) {
+    CLEANUP_FREE char *why = take_captured ();
+    concern (object, "Critical", "%s", why ? why : "out of memory");
+  }
+}
+
 struct seen_target {
   char *path;
   char *owner;
@@ -194,8 +267,9 @@ check_vm (const struct plan *plan, const struct plan_vm *pvm, seen_vector *seen,
 {
   struct source_config cfg = plan_source_config (plan, pvm);
   char object[512];
-  struct source *src;
+  struct source *src, *reader = NULL;
   const struct source_vm *vm;
+  json_t *desc = NULL;
 
   snprintf (object, sizeof object, "vm %s", plan_vm_label (pvm));
   cfg.metadata_only = true;
@@ -243,6 +317,14 @@ check_vm (const struct plan *plan, const struct plan_vm *pvm, seen_vector *seen,
              "ferry's own leftover snapshots %s will be removed at the start of the next "
              "round",
              vm->leftovers);
+  if (plan->conversion_only) {
+    desc = source_describe (src);
+    if (desc == NULL) {
+      CLEANUP_FREE char *why = take_captured ();
+      concern (object, "Critical", "cannot describe the VM: %s", why ? why : "?");
+    } else
+      reader = clone_reader (plan, pvm, vm, object);
+  }
   for (size_t i = 0; i < source_disk_count (src); i++) {
     const struct provider_disk *d = source_disk (src, i);
     CLEANUP_FREE char *path = NULL;
@@ -271,8 +353,15 @@ check_vm (const struct plan *plan, const struct plan_vm *pvm, seen_vector *seen,
     struct seen_target t = { strdup (path), strdup (owner) };
     if (t.path && t.owner)
       seen_vector_append (seen, t);
-    check_target (path, kind, d->capacity);
+    if (!plan->conversion_only)
+      check_target (path, kind, d->capacity);
+    else if (desc)
+      check_clone (plan, pvm, reader, i,
+                   json_array_get (json_object_get (desc, "disks"), i), path, kind);
   }
+  if (reader)
+    source_close (reader);
+  json_decref (desc);
   source_close (src);
   free (take_captured ());
 }
