@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
+# timeout: 2700
 # CDI's VDDK importer contract in the importer image, run as CDI's importer pod runs it: the
 # image's own entrypoint and user (107), every capability dropped, CDI's IMPORTER_*
 # environment, the filesystem PVC bind-mounted at /data, the termination log at
@@ -23,7 +24,7 @@ set -euo pipefail
 requires jq curl cmp python3 ss
 requires_ferry
 /usr/bin/python3 -c 'import pyVmomi' 2>/dev/null || skip "python3-pyvmomi is not installed"
-build_image # cached by test-container-image.sh's build
+build_image # cached by its inputs; the first container test to run builds it (timeout)
 requires_image
 
 owner=7d1e2f30-4a5b-4c6d-8e9f-a0b1c2d3e4f5
@@ -71,6 +72,14 @@ listening_everywhere ()
   ss -Hltn "sport = :$port" | awk '{ print $4 }' | grep -Eqx '(0\.0\.0\.0|\*|\[::\]):[0-9]+'
 }
 
+# listening_or_failed PID NAME: true once the metrics port is open; fails with NAME's stderr
+# when the pod (PID) has ended.
+listening_or_failed ()
+{
+  kill -0 "$1" 2>/dev/null || fail "$2 ended early: $(tail -5 "$tmpdir/$2.err")"
+  [ -n "$(ss -Hltn "sport = :$port")" ]
+}
+
 # check_complete NAME: NAME's termination message follows CDI's schema, says Import Complete
 # and names ferry as the VDDK.
 check_complete ()
@@ -90,6 +99,7 @@ control POST "/inject?folder-delay=500ms" >/dev/null # 4 connections: about 2 s
 cdi_pod stage1 -v "$tmpdir/data:/data" &
 pod=$!
 cleanup_fn "podman rm -f ferry-cdi-stage1-$$ >/dev/null 2>&1; wait $pod 2>/dev/null"
+timeout=60 wait_for listening_or_failed $pod stage1
 check_scrapes "https://127.0.0.1:$port/metrics" "$owner"
 listening_everywhere || fail "metrics do not listen on every address: $(ss -Hltn "sport = :$port")"
 control POST "/inject?folder-delay=0s" >/dev/null
