@@ -62,38 +62,44 @@ if m:
 PY
 }
 
-# scrape_mid URL OUT OWNER-UID: scrape into OUT; true when the copy is under way there
+# scrape_mid URL OUT OWNER-UID [CHECK]: (CHECK, a command, first: it fails the test when the
+# copy has ended) scrape into OUT; true when the copy is under way there
 # (0 < % < 100).
 scrape_mid ()
 {
+  [ -z "${4:-}" ] || "$4" || return 1
   curl -sSk --max-time 5 "$1" -o "$2" || return 1
   local p
   p=$(progress_of "$2" cdi "$3")
   [ -n "$p" ] && python3 -c "import sys; sys.exit(not (0 < float('$p') < 100))"
 }
 
-# scrape_more URL OUT OWNER-UID THAN: scrape into OUT; true when the percent is above THAN.
+# scrape_more URL OUT OWNER-UID THAN [CHECK]: (CHECK first) scrape into OUT; true when the
+# percent is above THAN.
 scrape_more ()
 {
+  [ -z "${5:-}" ] || "$5" || return 1
   curl -sSk --max-time 5 "$1" -o "$2" || return 1
   local p
   p=$(progress_of "$2" cdi "$3")
   [ -n "$p" ] && python3 -c "import sys; sys.exit(not (float('$p') > float('$4')))"
 }
 
-# check_scrapes URL OWNER-UID: two scrapes during the copy, both controllers' expressions
-# match, and the values move.  Leaves them in $tmpdir/m1 and $tmpdir/m2.
+# check_scrapes URL OWNER-UID [CHECK]: two scrapes during the copy (CHECK, a command run
+# before each scrape, fails the test at once when the copy has ended), both controllers'
+# expressions match, and the values move.
+# Leaves them in $tmpdir/m1 and $tmpdir/m2.
 check_scrapes ()
 {
-  local url=$1 owner=$2 p1 f1 p2 done1 done2
-  timeout=60 wait_for scrape_mid "$url" "$tmpdir/m1" "$owner"
+  local url=$1 owner=$2 check=${3:-} p1 f1 p2 done1 done2
+  timeout=60 wait_for scrape_mid "$url" "$tmpdir/m1" "$owner" "$check"
   p1=$(progress_of "$tmpdir/m1" cdi "$owner")
   f1=$(progress_of "$tmpdir/m1" forklift "$owner")
   [ "$p1" = "$f1" ] || fail "CDI's ($p1) and Forklift's ($f1) progress differ"
   [ "$(curl -sk -o /dev/null -w '%{http_code}' "${url%/metrics}/other")" = 404 ] ||
     fail "another path is not 404"
   ! curl -s --max-time 5 -o /dev/null "$url" || fail "curl trusted the self-signed certificate"
-  timeout=60 wait_for scrape_more "$url" "$tmpdir/m2" "$owner" "$p1"
+  timeout=60 wait_for scrape_more "$url" "$tmpdir/m2" "$owner" "$p1" "$check"
   p2=$(progress_of "$tmpdir/m2" cdi "$owner")
   [ -n "$(progress_of "$tmpdir/m2" forklift "$owner")" ] || fail "Forklift's expression does not match"
   echo "progress $p1% then $p2%"

@@ -95,12 +95,13 @@ check_complete ()
 s1=$(control POST "/vms/web01/snapshot?name=fl-1" | jq -r .moref)
 echo "IMPORTER_THUMBPRINT=$THUMBPRINT_SHA1
 IMPORTER_CURRENT_CHECKPOINT=$s1" >"$tmpdir/stage1.env"
-control POST "/inject?folder-delay=500ms" >/dev/null # 4 connections: about 2 s
+control POST "/inject?folder-delay=1s" >/dev/null # 4 connections: about 4 s
 cdi_pod stage1 -v "$tmpdir/data:/data" &
 pod=$!
 cleanup_fn "podman rm -f ferry-cdi-stage1-$$ >/dev/null 2>&1; wait $pod 2>/dev/null"
-timeout=60 wait_for listening_or_failed $pod stage1
-check_scrapes "https://127.0.0.1:$port/metrics" "$owner"
+stage1_listening () { listening_or_failed $pod stage1; }
+timeout=60 wait_for stage1_listening
+check_scrapes "https://127.0.0.1:$port/metrics" "$owner" stage1_listening
 listening_everywhere || fail "metrics do not listen on every address: $(ss -Hltn "sport = :$port")"
 control POST "/inject?folder-delay=0s" >/dev/null
 wait $pod || fail "stage 1 failed: $(tail -5 "$tmpdir/stage1.err")"
