@@ -11,7 +11,7 @@
 #    copy, matches CDI's and Forklift's progress expressions for OWNER_UID;
 #  - the guest writes, S1 goes, S2 comes; stage 2 (the certificate by IMPORTER_CERT_DIR) with
 #    IMPORTER_PREVIOUS_CHECKPOINT = S1's changeId equals the disk at S2 and fetches only the
-#    changed 64 KiB blocks;
+#    changed 64 KiB blocks, also on a copy of the PVC without ferry's state;
 #  - both termination messages follow CDI's schema and say Import Complete;
 #  - a block PVC (a loop device at /dev/cdi-block-volume, 107's): stage 1 equals the disk.
 # shellcheck source-path=SCRIPTDIR source=functions.sh
@@ -120,21 +120,28 @@ for w in "${writes[@]}"; do guest_write_random web01 2000 "${w%:*}" "${w#*:}"; d
 remove_snapshot web01 "$s1"
 s2=$(control POST "/vms/web01/snapshot?name=fl-2" | jq -r .moref)
 guest_write_random web01 2000 40000000 65536 # after S2: not part of stage 2
-echo "IMPORTER_CERT_DIR=/certs
+# Also on a copy of the PVC without ferry's state (as if stage 1 had been CDI's own): only
+# IMPORTER_PREVIOUS_CHECKPOINT tells what changed.
+cp -a "$tmpdir/data" "$tmpdir/nostate"
+rm -rf "$tmpdir/nostate/.ferry"
+changed=$(changed_bytes "${writes[@]}")
+disk_view web01 2000 "$tmpdir/view2" "$s2"
+for pvc in data nostate; do
+  echo "IMPORTER_CERT_DIR=/certs
 IMPORTER_CURRENT_CHECKPOINT=$s2
 IMPORTER_PREVIOUS_CHECKPOINT=$change1
-IMPORTER_FINAL_CHECKPOINT=true" >"$tmpdir/stage2.env"
-control POST /stats/reset >/dev/null
-cdi_pod stage2 -v "$tmpdir/data:/data" -v "$tmpdir/certs:/certs:ro" || fail "stage 2 failed: $(tail -5 "$tmpdir/stage2.err")"
-check_complete stage2
-changed=$(changed_bytes "${writes[@]}")
-fetched=$(double_stat folder_bytes)
-echo "stage 2: changed $changed bytes, fetched $fetched"
-((fetched >= changed && fetched * 100 <= changed * 105)) ||
-  fail "stage 2 fetched $fetched bytes for $changed changed"
-disk_view web01 2000 "$tmpdir/view2" "$s2"
-cmp "$tmpdir/data/disk.img" "$tmpdir/view2" || fail "stage 2 differs from the disk at $s2"
-[ ! -e "$tmpdir/data/.ferry" ] || fail "the final stage left ferry's state on the PVC"
+IMPORTER_FINAL_CHECKPOINT=true" >"$tmpdir/$pvc.env"
+  control POST /stats/reset >/dev/null
+  cdi_pod "$pvc" -v "$tmpdir/$pvc:/data" -v "$tmpdir/certs:/certs:ro" ||
+    fail "stage 2 ($pvc) failed: $(tail -5 "$tmpdir/$pvc.err")"
+  check_complete "$pvc"
+  fetched=$(double_stat folder_bytes)
+  echo "stage 2 ($pvc): changed $changed bytes, fetched $fetched"
+  ((fetched >= changed && fetched * 100 <= changed * 105)) ||
+    fail "stage 2 ($pvc) fetched $fetched bytes for $changed changed"
+  cmp "$tmpdir/$pvc/disk.img" "$tmpdir/view2" || fail "stage 2 ($pvc) differs from the disk at $s2"
+  [ ! -e "$tmpdir/$pvc/.ferry" ] || fail "the final stage ($pvc) left ferry's state on the PVC"
+done
 
 # --- a block PVC: a loop device at /dev/cdi-block-volume ----------------------------------
 if command -v losetup >/dev/null && truncate -s 64M "$tmpdir/blk" &&
