@@ -73,10 +73,12 @@ listening_everywhere ()
 }
 
 # listening_or_failed PID NAME: true once the metrics port is open; fails with NAME's stderr
-# when the pod (PID) has ended.
+# and the last scrape's progress lines when the pod (PID) has ended.
 listening_or_failed ()
 {
-  kill -0 "$1" 2>/dev/null || fail "$2 ended early: $(tail -5 "$tmpdir/$2.err")"
+  kill -0 "$1" 2>/dev/null ||
+    fail "$2 ended before the scrapes during its copy matched (last scrape:" \
+      "$(grep -hs 'progress.*{' "$tmpdir/m1" "$tmpdir/m2" | tail -2)): $(tail -5 "$tmpdir/$2.err")"
   [ -n "$(ss -Hltn "sport = :$port")" ]
 }
 
