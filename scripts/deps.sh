@@ -16,6 +16,7 @@ packages=(
   qemu-system-x86 fio zstd
   virt-v2v python3-yaml python3-jsonschema
   buildah podman runc catatonit file
+  iproute2
 )
 
 missing=()

@@ -10,45 +10,14 @@
 # and an unknown backing file fail with a clear error, exit 1, and say so in the message.
 # shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
+# shellcheck source-path=SCRIPTDIR source=cdi-functions.sh
+source "$(dirname "$0")/cdi-functions.sh"
 set -euo pipefail
 requires jq curl cmp python3
 requires_ferry
 /usr/bin/python3 -c 'import pyVmomi' 2>/dev/null || skip "python3-pyvmomi is not installed"
 
 start_double
-
-# remove_snapshot VM MOREF: RemoveSnapshot_Task (consolidate) over SOAP, as CDI's
-# controller (through Forklift) does between stages.
-remove_snapshot ()
-{
-  /usr/bin/python3 - "$SERVER" "$CACERT" "$1" "$2" <<'PY'
-import ssl, sys
-from pyVim.connect import SmartConnect
-from pyVim.task import WaitForTask
-from pyVmomi import vim
-server, cacert, name, moref = sys.argv[1:]
-host, port = server.rsplit(":", 1)
-si = SmartConnect(host=host, port=int(port), user="user", pwd="pass",
-                  sslContext=ssl.create_default_context(cafile=cacert))
-snap = vim.vm.Snapshot(moref, stub=si._stub)
-WaitForTask(snap.RemoveSnapshot_Task(removeChildren=False, consolidate=True))
-PY
-}
-
-# check_message FILE: a termination message as CDI's TerminationMessage parses it: a JSON
-# object with only its keys, under 4096 bytes; prints the message.
-check_message ()
-{
-  local size
-  size=$(stat -c %s "$1")
-  ((size > 0 && size < 4096)) || fail "termination message of $size bytes"
-  jq -e 'type == "object" and (keys - ["scratchSpaceRequired", "preallocationApplied",
-           "deadlinePassed", "vddkInfo", "labels", "message"] == []) and
-         (.message | type == "string") and
-         ((has("vddkInfo") | not) or (.vddkInfo | keys - ["Version", "Host"] == []))' "$1" \
-    >/dev/null || fail "not CDI's termination message schema: $(cat "$1")"
-  jq -r .message "$1"
-}
 
 # cdi_import DIR LOG [VAR=VALUE...]: ferry cdi-import with CDI's variables for web01's
 # disk, the PVC at DIR (FERRY_CDI_DATA_DIR), the termination message in DIR.msg.

@@ -10,6 +10,8 @@
 # ferry has exited.  The same for ferry cdi-import.
 # shellcheck source-path=SCRIPTDIR source=functions.sh
 source "$(dirname "$0")/functions.sh"
+# shellcheck source-path=SCRIPTDIR source=cdi-functions.sh
+source "$(dirname "$0")/cdi-functions.sh"
 set -euo pipefail
 requires jq curl python3
 requires_ferry
@@ -17,69 +19,10 @@ requires_ferry
 uid=3c0f9d2e-8a41-4b7e-9f55-1d2e3f405162
 start_double
 
-# progress_of FILE NAME: the value the controller's regular expression finds in FILE
-# (cdi or forklift); nothing when it does not match.
-progress_of ()
-{
-  /usr/bin/python3 - "$1" "$2" "$uid" <<'PY'
-import re, sys
-body = open(sys.argv[1]).read()
-uid = sys.argv[3]
-if sys.argv[2] == "cdi":
-    pat = r'(kubevirt_cdi_import_progress_total)\{ownerUID\="' + re.escape(uid) + r'"\} (\d{1,3}\.?\d*)'
-else:
-    pat = r'progress\{ownerUID="' + re.escape(uid) + r'"\} (\d+\.?\d*)'
-m = re.search(pat, body)
-if m:
-    print(m.groups()[-1])
-PY
-}
-
 # metrics_url ERRFILE: the URL ferry logged.
 metrics_url ()
 {
   sed -n 's|.*metrics on \(https://[^ ]*\).*|\1|p' "$1" | head -n1
-}
-
-# scrape_mid URL OUT: scrape into OUT; true when the copy is under way there (0 < % < 100).
-scrape_mid ()
-{
-  curl -sSk --max-time 5 "$1" -o "$2" || return 1
-  local p
-  p=$(progress_of "$2" cdi)
-  [ -n "$p" ] && python3 -c "import sys; sys.exit(not (0 < float('$p') < 100))"
-}
-
-# scrape_more URL OUT THAN: scrape into OUT; true when the percent is above THAN.
-scrape_more ()
-{
-  curl -sSk --max-time 5 "$1" -o "$2" || return 1
-  local p
-  p=$(progress_of "$2" cdi)
-  [ -n "$p" ] && python3 -c "import sys; sys.exit(not (float('$p') > float('$3')))"
-}
-
-# check_scrapes URL: two scrapes during the copy, both controllers' expressions match, and
-# the values move.  Leaves them in $tmpdir/m1 and $tmpdir/m2.
-check_scrapes ()
-{
-  local url=$1 p1 f1 p2
-  timeout=60 wait_for scrape_mid "$url" "$tmpdir/m1"
-  p1=$(progress_of "$tmpdir/m1" cdi)
-  f1=$(progress_of "$tmpdir/m1" forklift)
-  [ "$p1" = "$f1" ] || fail "CDI's ($p1) and Forklift's ($f1) progress differ"
-  [ "$(curl -sk -o /dev/null -w '%{http_code}' "${url%/metrics}/other")" = 404 ] ||
-    fail "another path is not 404"
-  ! curl -s --max-time 5 -o /dev/null "$url" || fail "curl trusted the self-signed certificate"
-  timeout=60 wait_for scrape_more "$url" "$tmpdir/m2" "$p1"
-  p2=$(progress_of "$tmpdir/m2" cdi)
-  [ -n "$(progress_of "$tmpdir/m2" forklift)" ] || fail "Forklift's expression does not match"
-  echo "progress $p1% then $p2%"
-  done1=$(sed -n 's/^ferry_disk_bytes_done{.*} \([0-9]*\)$/\1/p' "$tmpdir/m1" | head -n1)
-  done2=$(sed -n 's/^ferry_disk_bytes_done{.*} \([0-9]*\)$/\1/p' "$tmpdir/m2" | head -n1)
-  ((done2 > done1)) || fail "ferry_disk_bytes_done did not move: $done1 then $done2"
-  grep -q '^# TYPE kubevirt_cdi_import_progress_total counter$' "$tmpdir/m1" ||
-    fail "no TYPE line: $(head "$tmpdir/m1")"
 }
 
 # ferry migrate: a cold plan, 96 MiB of data fetched in 4 MiB GETs of 300 ms each.
@@ -95,7 +38,7 @@ pid=$!
 cleanup_fn "kill -9 $pid 2>/dev/null"
 timeout=30 wait_for grep -qs "metrics on https://" "$tmpdir/ferry.err"
 url=$(metrics_url "$tmpdir/ferry.err")
-check_scrapes "$url"
+check_scrapes "$url" "$uid"
 # A cold migration's one round is its cutover round.
 grep -q '^ferry_vm_state{vm="web01",state="cutover"} 1$' "$tmpdir/m2" ||
   fail "no VM state: $(grep ferry_vm "$tmpdir/m2")"
@@ -122,7 +65,7 @@ IMPORTER_SOURCE=vddk IMPORTER_ENDPOINT="https://$SERVER/sdk" IMPORTER_ACCESS_KEY
 pid=$!
 cleanup_fn "kill -9 $pid 2>/dev/null"
 timeout=30 wait_for grep -qs "metrics on https://" "$tmpdir/cdi.err"
-check_scrapes "$(metrics_url "$tmpdir/cdi.err")"
+check_scrapes "$(metrics_url "$tmpdir/cdi.err")" "$uid"
 control POST "/inject?folder-delay=0s" >/dev/null
 wait "$pid" || fail "ferry cdi-import failed: $(tail -3 "$tmpdir/cdi.err")"
 jq -e '.message == "Import Complete"' "$tmpdir/cdi.msg" >/dev/null || fail "$(cat "$tmpdir/cdi.msg")"
