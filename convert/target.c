@@ -69,14 +69,12 @@ descriptor_value (const char *line, const char *key)
 int
 convert_vmdk_parse (const char *text, struct convert_vmdk *v, char **why)
 {
-  CLEANUP_FREE char *copy = strdup (text), *create_type = NULL, *parent = NULL;
+  CLEANUP_FREE char *copy = NULL, *create_type = NULL, *parent = NULL;
   char *line, *save = NULL;
   int extents = 0;
 
   *v = (struct convert_vmdk){ 0 };
   *why = NULL;
-  if (copy == NULL)
-    return -1;
   if (strncmp (text, "KDMV", 4) == 0 || strncmp (text, "COWD", 4) == 0) {
     *why = why_printf ("a sparse VMDK (binary header %.4s), not a descriptor with a flat "
                        "extent: convert it to raw first",
@@ -88,6 +86,9 @@ convert_vmdk_parse (const char *text, struct convert_vmdk *v, char **why)
     *why = why_printf ("not a VMDK descriptor (no \"# Disk DescriptorFile\")");
     return -1;
   }
+  copy = strdup (text);
+  if (copy == NULL)
+    return -1;
   for (line = strtok_r (copy, "\r\n", &save); line; line = strtok_r (NULL, "\r\n", &save)) {
     char access[16], type[16], file[PATH_MAX];
     unsigned long long sectors, offset = 0;
@@ -279,6 +280,11 @@ convert_find_target (const char *path, bool block, struct convert_target *t, cha
     return t->raw ? 0 : -1;
   }
   /* PATH is DIR/disk.img; a DIR of the plan may also be the descriptor itself. */
+  if (stat (path, &st) == 0) {
+    t->raw = strdup (path);
+    t->size = st.st_size;
+    return t->raw ? 0 : -1;
+  }
   CLEANUP_FREE char *dir = strdup (path);
   CLEANUP_FREE char *descriptor = NULL;
   char *slash = dir ? strrchr (dir, '/') : NULL;
@@ -286,11 +292,6 @@ convert_find_target (const char *path, bool block, struct convert_target *t, cha
     return -1;
   if (slash)
     *slash = '\0';
-  if (stat (path, &st) == 0) {
-    t->raw = strdup (path);
-    t->size = st.st_size;
-    return t->raw ? 0 : -1;
-  }
   if (stat (dir, &st) == 0 && S_ISREG (st.st_mode))
     return load_descriptor (dir, t, why);
   if (find_descriptor (dir, &descriptor, why) == -1)
