@@ -88,17 +88,24 @@ log_last_demoted (void)
   return demoted;
 }
 
+/* An error, or a debug message kept as the last demoted one (log_errors_as_debug). */
+static void
+verror (const char *fs, va_list args)
+{
+  if (demote) {
+    vsnprintf (demoted, sizeof demoted, fs, args);
+    log_debug ("%s", demoted);
+  } else
+    vlog (error_handler, fs, args);
+}
+
 void
 log_error (const char *fs, ...)
 {
   va_list args;
 
   va_start (args, fs);
-  if (demote) {
-    vsnprintf (demoted, sizeof demoted, fs, args);
-    log_debug ("%s", demoted);
-  } else
-    vlog (error_handler, fs, args);
+  verror (fs, args);
   va_end (args);
 }
 
@@ -145,7 +152,7 @@ log_error_transient (const char *fs, ...)
 
   va_start (args, fs);
   error_transient = true;
-  vlog (error_handler, fs, args);
+  verror (fs, args);
   error_transient = false;
   va_end (args);
 }
