@@ -188,6 +188,30 @@ slurp (int fd)
   return buf;
 }
 
+pid_t
+child_spawn_piped (const char *const *argv, int *out_fd, int *err_fd)
+{
+  int opipe[2], epipe[2];
+  pid_t pid;
+
+  if (pipe2 (opipe, O_CLOEXEC) == -1)
+    return -1;
+  if (pipe2 (epipe, O_CLOEXEC) == -1) {
+    close (opipe[0]), close (opipe[1]);
+    return -1;
+  }
+  pid = child_spawn (argv, convert_child_env (), opipe[1], epipe[1], true);
+  close (opipe[1]);
+  close (epipe[1]);
+  if (pid == -1) {
+    close (opipe[0]), close (epipe[0]);
+    return -1;
+  }
+  *out_fd = opipe[0];
+  *err_fd = epipe[0];
+  return pid;
+}
+
 int
 child_run (const char *const *argv, char *const *env, char **out, char **err, int *status)
 {

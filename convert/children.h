@@ -14,6 +14,12 @@
 pid_t child_spawn (const char *const *argv, char *const *env, int out_fd, int err_fd,
                    bool new_group);
 
+/* child_spawn in a new process group with convert_child_env (), its stdout and stderr
+ * into two new pipes whose read ends (close-on-exec) are *OUT_FD and *ERR_FD.  -1 when
+ * it could not start (the pipes are closed then).
+ */
+pid_t child_spawn_piped (const char *const *argv, int *out_fd, int *err_fd);
+
 /* Run to completion; *OUT and *ERR (when not NULL) get what it printed, *STATUS its exit
  * status (128 + signal when killed).  -1 (reported) only when it could not run.
  */

@@ -259,26 +259,14 @@ run_inspector (struct inspector *in, const char *xml_path, const char *out_path,
                                out_path,
                                NULL };
   struct stream out = { .line = stdout_line }, err = { .line = stderr_line };
-  int opipe[2], epipe[2], ws;
+  int ws;
   bool killed = false;
   pid_t pid;
 
   *stopped = false;
-  if (pipe2 (opipe, O_CLOEXEC) == -1)
+  pid = child_spawn_piped (argv, &out.fd, &err.fd);
+  if (pid == -1)
     return -1;
-  if (pipe2 (epipe, O_CLOEXEC) == -1) {
-    close (opipe[0]), close (opipe[1]);
-    return -1;
-  }
-  pid = child_spawn (argv, convert_child_env (), opipe[1], epipe[1], true);
-  close (opipe[1]);
-  close (epipe[1]);
-  if (pid == -1) {
-    close (opipe[0]), close (epipe[0]);
-    return -1;
-  }
-  out.fd = opipe[0];
-  err.fd = epipe[0];
   while (out.fd >= 0 || err.fd >= 0) {
     struct pollfd pfd[2] = { { out.fd, POLLIN, 0 }, { err.fd, POLLIN, 0 } };
     if (!killed && in->p->cancel && *in->p->cancel) {

@@ -332,31 +332,21 @@ run_v2v (struct convert_params *p, const char *xml, const char *pidfile, int log
   const char *const argv[] = {
     "virt-v2v-in-place", "--machine-readable", "-i", "libvirtxml", xml, NULL
   };
-  int opipe[2], epipe[2], status = -1, ws;
+  int ofd, efd, status = -1, ws;
   char obuf[8192] = "", ebuf[8192] = "";
   size_t olen = 0, elen = 0;
   bool killed = false;
   pid_t pid;
 
-  if (pipe2 (opipe, O_CLOEXEC) == -1)
+  pid = child_spawn_piped (argv, &ofd, &efd);
+  if (pid == -1)
     return -1;
-  if (pipe2 (epipe, O_CLOEXEC) == -1) {
-    close (opipe[0]), close (opipe[1]);
-    return -1;
-  }
-  pid = child_spawn (argv, convert_child_env (), opipe[1], epipe[1], true);
-  close (opipe[1]);
-  close (epipe[1]);
-  if (pid == -1) {
-    close (opipe[0]), close (epipe[0]);
-    return -1;
-  }
   /* For the next run, should this ferry die without stopping it. */
   char pidtext[32];
   snprintf (pidtext, sizeof pidtext, "%ld\n", (long)pid);
   if (write_file_atomic (pidfile, pidtext, strlen (pidtext)) == -1)
     log_debug ("%s: %m", pidfile);
-  struct pollfd fds[2] = { { opipe[0], POLLIN, 0 }, { epipe[0], POLLIN, 0 } };
+  struct pollfd fds[2] = { { ofd, POLLIN, 0 }, { efd, POLLIN, 0 } };
   while (fds[0].fd >= 0 || fds[1].fd >= 0) {
     if (!killed && p->cancel && *p->cancel) {
       log_info ("stopping virt-v2v-in-place (pid %ld)", (long)pid);
