@@ -43,11 +43,13 @@ data_map "$(nbd_uri)" >"$tmpdir/map0"
 diff -u "$tmpdir/expected0" "$tmpdir/map0" || fail "nbdinfo --map differs from CBT's chunks"
 # nbdcopy's 256 KiB requests are coalesced into range reads of up to 1 MiB (read-ahead), so
 # the double serves about one GET per MiB of data (plus a few at the start of each area),
-# not one per request (4 per MiB).
+# not one per request (4 per MiB).  nbdcopy's parallel requests race: one that arrives
+# before the request it continues is read directly, so 31-38 GETs were seen for the 22 of a
+# perfect run; the bound, 2 per MiB, is half of no coalescing at all (80 GETs).
 control POST /stats/reset >/dev/null
 nbdcopy --request-size=262144 "$(nbd_uri)" null:
 gets=$(double_stat folder_requests)
-limit=$(awk '{ b += $2; n++ } END { printf "%d", b / 1048576 * 1.5 + 2 * n }' "$tmpdir/expected0")
+limit=$(awk '{ b += $2; n++ } END { printf "%d", b / 1048576 * 2 + 2 * n }' "$tmpdir/expected0")
 echo "nbdcopy: $gets range reads for $(awk '{ b += $2 } END { print b }' "$tmpdir/expected0") bytes of data (at most $limit)"
 [ "$gets" -le "$limit" ] || fail "$gets range reads for nbdcopy's requests: not coalesced (at most $limit)"
 stop_ferry "$NBDKIT_PID"
