@@ -74,7 +74,16 @@ done
 
 # holding: a stand-in has written and now waits.
 holding () { compgen -G "$tmpdir/holding.*" >/dev/null; }
-ours () { pgrep -f "^(qemu-nbd|/bin/bash $tmpdir/bin/virt-v2v-in-place) .*$tmpdir/"; }
+# ours: the stand-ins and qemu-nbd servers, not the stand-in's own short-lived forks (a
+# fork of bash carries its command line until it execs sleep).
+ours () {
+  local all pid ppid
+  all=" $(pgrep -d ' ' -f "^(qemu-nbd|/bin/bash $tmpdir/bin/virt-v2v-in-place) .*$tmpdir/") "
+  for pid in $all; do
+    ppid=$(ps -o ppid= -p "$pid") || continue
+    [[ $all == *" ${ppid// /} "* ]] || echo "$pid"
+  done
+}
 
 # SIGTERM to ferry migrate (with its progress display running) while the stand-in runs.
 rm "$tmpdir/fail"
