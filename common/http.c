@@ -38,6 +38,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <jansson.h>
 
 #include "cleanup.h"
 #include "log.h"
@@ -123,10 +124,16 @@ struct request {
   struct http_response *resp;
 };
 
+/* Every block libcurl or jansson frees is wiped first: libcurl copies a small POST body
+ * (a Login envelope with its password) into its request buffer, and jansson copies the
+ * strings it parses (an SSO token).  Once per process, before the first handle.
+ */
 static void
 global_init (void)
 {
-  init_rc = curl_global_init (CURL_GLOBAL_DEFAULT);
+  json_set_alloc_funcs (malloc, wiping_free);
+  init_rc = curl_global_init_mem (CURL_GLOBAL_DEFAULT, malloc, wiping_free, wiping_realloc,
+                                  strdup, calloc);
 }
 
 /* Length of PATH without its query string, which may carry secrets. */

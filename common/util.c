@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,35 @@ pread_full (int fd, void *buf, size_t count, uint64_t offset)
     offset += r;
   }
   return 1;
+}
+
+void
+wiping_free (void *p)
+{
+  if (p) {
+    explicit_bzero (p, malloc_usable_size (p));
+    free (p);
+  }
+}
+
+void *
+wiping_realloc (void *p, size_t n)
+{
+  size_t have = p ? malloc_usable_size (p) : 0;
+  void *q;
+
+  if (p && n <= have)
+    return p;
+  if (n == 0) {
+    wiping_free (p);
+    return NULL;
+  }
+  q = malloc (n);
+  if (q && p) {
+    memcpy (q, p, have);
+    wiping_free (p);
+  }
+  return q;
 }
 
 int

@@ -31,6 +31,13 @@ int write_file_atomic (const char *path, const void *buf, size_t len);
 /* S with XML's five special characters escaped: malloc'd, NULL on ENOMEM. */
 char *xml_escape (const char *s);
 
+/* free and realloc that wipe the block first, for libraries that copy secrets into memory
+ * of their own (libcurl's request buffer holds a Login body, jansson's strings an RHV
+ * token).  The blocks are malloc's, so either free may release them.
+ */
+void wiping_free (void *p);
+void *wiping_realloc (void *p, size_t n);
+
 /* A seam for crash tests: with FERRY_TEST_STOP_AT=POINT[:N][,POINT[:N]...] (N defaults to
  * FERRY_TEST_STOP_ROUND, else any), the process stops itself (SIGSTOP) when it reaches
  * POINT with that N, once per entry; the test then kills it or lets it go on.

@@ -86,7 +86,7 @@ login (struct rhv_engine *e)
   http_response_reset (&resp);
   token =
       rhv_json_str (j, "access_token") ? strdup (rhv_json_str (j, "access_token")) : NULL;
-  json_decref (j); /* XXX jansson's copy of the token is freed, not wiped */
+  json_decref (j); /* jansson wipes its copy of the token (common/http.c) */
   if (token == NULL) {
     log_error ("%s: login as %s: the answer has no access_token", e->url, e->user);
     return -1;

@@ -10,8 +10,8 @@
  * freed (they are small; it costs nothing to wipe them all), curl is given the buffer
  * itself (CURLOPT_POSTFIELDS, no copy of ours), and the answer to Login is wiped too and
  * never shown: a server or proxy that echoes the request in a fault or an error page
- * would otherwise print the password in our error message.  XXX libcurl may keep the
- * request in its own send buffer, which it frees without wiping.
+ * would otherwise print the password in our error message.  libcurl copies a small body
+ * into its own request buffer: common/http.c makes libcurl wipe every block it frees.
  *
  * THREAD MODEL: soap_call may run on many threads at once; only re-login is serialised
  * (login_lock) and it uses the pool's session generation so that N threads failing at once
