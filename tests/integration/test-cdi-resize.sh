@@ -164,6 +164,7 @@ done
 if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null &&
   truncate -s 64M "$tmpdir/blk" && loop=$(losetup -f --show "$tmpdir/blk" 2>/dev/null); then
   cleanup_fn "losetup -d $loop"
+  mkdir -p "$tmpdir/blkpvc"
   BLOCK=$loop cdi_import cold01 "$tmpdir/blkpvc" "$tmpdir/blk.err" IMPORTER_IMAGE_SIZE=1Gi ||
     fail "block import failed: $(cat "$tmpdir/blk.err")"
   cmp "$loop" "$tmpdir/view-cold" || fail "the block volume differs from the disk"
