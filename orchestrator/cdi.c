@@ -468,7 +468,9 @@ resize_target (const struct cdi *c, uint64_t capacity, uint64_t *size)
  * (its validity and digest cover the capacity only).  Grown after a stage's copy, a pod
  * dying between the grow and the metadata's removal would make the restarted stage see
  * another image and copy everything again.  A first stage restarted after the grow finds
- * the image already that size and changes nothing.
+ * the image already that size and changes nothing.  (A first stage restarted with a
+ * larger room or request than its first attempt had grows the image again and starts its
+ * full copy afresh: CDI passes the same request to every attempt.)
  */
 static int
 grow_image (const struct cdi *c, uint64_t size)
