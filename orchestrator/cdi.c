@@ -17,6 +17,11 @@
  * /data/.ferry/checkpoints.json recorded): the areas changed since it are read and written
  * over the target, which holds the previous stage's disk.  Rewriting them all is
  * idempotent, so a restarted stage simply does it again.
+ *
+ * The resize (CDI's Resize phase, filesystem volumes only): a stage without
+ * IMPORTER_PREVIOUS_CHECKPOINT (a cold import, or a warm import's first stage) grows
+ * disk.img to min(IMPORTER_IMAGE_SIZE, the room) and leaves it mode 0660; delta stages do
+ * not resize, the first one did.  See grow_image for why before the copy, not after.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -38,6 +43,7 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/quantity.h"
 #include "common/util.h"
 #include "cdi.h"
 #include "diskcache/source-ops.h"
@@ -78,6 +84,8 @@ struct cdi {
   /* The environment (CDI's names). */
   const char *endpoint, *user, *password, *thumbprint, *uuid, *backing_file;
   const char *current, *previous, *final, *owner_uid, *overhead, *cert_dir;
+  const char *image_size_env; /* IMPORTER_IMAGE_SIZE, parsed into image_size */
+  uint64_t image_size;
   bool insecure;
   /* Where the disk goes. */
   bool block;
@@ -226,6 +234,7 @@ read_env (struct cdi *c)
                                           "IMPORTER_SECRET_KEY", "IMPORTER_UUID",
                                           "IMPORTER_BACKING_FILE" };
   const char *source = env ("IMPORTER_SOURCE");
+  const char *why;
   struct stat st;
   int r = 0;
 
@@ -252,6 +261,13 @@ read_env (struct cdi *c)
   c->overhead = env ("FILESYSTEM_OVERHEAD");
   c->cert_dir = env ("IMPORTER_CERT_DIR");
   c->insecure = env_true ("INSECURE_TLS");
+  c->image_size_env = env ("IMPORTER_IMAGE_SIZE");
+  if (c->image_size_env && quantity_parse (c->image_size_env, &c->image_size, &why) == -1) {
+    log_error ("IMPORTER_IMAGE_SIZE %s: %s; expected a Kubernetes quantity of bytes such "
+               "as 10Gi, 1500M or 1e9",
+               c->image_size_env, why);
+    r = -1;
+  }
   if (c->previous && c->current == NULL) {
     log_error ("IMPORTER_PREVIOUS_CHECKPOINT %s is set without IMPORTER_CURRENT_CHECKPOINT",
                c->previous);
@@ -329,13 +345,30 @@ save_checkpoint (const struct cdi *c, const char *checkpoint, const char *change
   return 0;
 }
 
+/* FILESYSTEM_OVERHEAD: CDI's share of a filesystem volume kept free (0 when unset). */
+static int
+overhead_of (const struct cdi *c, double *overhead)
+{
+  char *end;
+
+  *overhead = 0;
+  if (c->overhead == NULL)
+    return 0;
+  *overhead = strtod (c->overhead, &end);
+  if (*end || *overhead < 0 || *overhead >= 1) {
+    log_error ("FILESYSTEM_OVERHEAD %s: expected a fraction such as 0.055", c->overhead);
+    return -1;
+  }
+  return 0;
+}
+
 /* The target must hold CAPACITY bytes: a block device that large, or a filesystem with
- * room for them after FILESYSTEM_OVERHEAD (CDI's share of the volume kept free).
+ * room for them after FILESYSTEM_OVERHEAD.
  */
 static int
 check_room (const struct cdi *c, uint64_t capacity)
 {
-  double overhead = 0;
+  double overhead;
 
   if (c->block) {
     uint64_t size = 0;
@@ -355,14 +388,8 @@ check_room (const struct cdi *c, uint64_t capacity)
     }
     return 0;
   }
-  if (c->overhead) {
-    char *end;
-    overhead = strtod (c->overhead, &end);
-    if (*end || overhead < 0 || overhead >= 1) {
-      log_error ("FILESYSTEM_OVERHEAD %s: expected a fraction such as 0.055", c->overhead);
-      return -1;
-    }
-  }
+  if (overhead_of (c, &overhead) == -1)
+    return -1;
   struct statvfs sv;
   if (statvfs (c->data_dir, &sv) == -1) {
     log_error ("%s: %m", c->data_dir);
@@ -376,6 +403,102 @@ check_room (const struct cdi *c, uint64_t capacity)
                c->target, capacity, c->backing_file, room, c->overhead ? c->overhead : "0");
     return -1;
   }
+  return 0;
+}
+
+/* ---- the resize ---- */
+
+/* The size CDI's Resize phase gives the image of a disk of CAPACITY bytes:
+ * min(IMPORTER_IMAGE_SIZE, room), where room is what the filesystem has for the image
+ * after FILESYSTEM_OVERHEAD, rounded down to 1 MiB (CDI's calculateTargetSize and
+ * GetUsableSpace): its free space plus what the image already holds, so that a restarted
+ * stage finds the same room as the first attempt did on the empty volume.  Never below
+ * the capacity: a request for less is an error (an image cannot shrink; qemu-img would
+ * refuse too); less room than the disk keeps the disk's size (check_room let it fit).
+ * 0 with *SIZE (0 = no resize: a block volume, or no IMPORTER_IMAGE_SIZE), -1 (reported).
+ */
+static int
+resize_target (const struct cdi *c, uint64_t capacity, uint64_t *size)
+{
+  struct statvfs sv;
+  struct stat st;
+  double overhead;
+  uint64_t space, room;
+
+  *size = 0;
+  if (c->block || c->image_size_env == NULL)
+    return 0;
+  if (c->image_size < capacity) {
+    log_error ("IMPORTER_IMAGE_SIZE %s is %" PRIu64 " bytes, less than the %" PRIu64
+               " bytes of the disk %s: the image cannot shrink",
+               c->image_size_env, c->image_size, capacity, c->backing_file);
+    return -1;
+  }
+  if (overhead_of (c, &overhead) == -1)
+    return -1;
+  if (statvfs (c->data_dir, &sv) == -1) {
+    log_error ("%s: %m", c->data_dir);
+    return -1;
+  }
+  space = (uint64_t)sv.f_bavail * sv.f_frsize;
+  if (stat (c->target, &st) == 0)
+    space += (uint64_t)st.st_blocks * 512;
+  room = (uint64_t)((double)space * (1 - overhead)) & ~((UINT64_C (1) << 20) - 1);
+  *size = c->image_size;
+  if (room < c->image_size) {
+    *size = room > capacity ? room : capacity;
+    log_warning ("%s: IMPORTER_IMAGE_SIZE %s asks for %" PRIu64 " bytes, the PVC's "
+                 "filesystem has room for %" PRIu64 " with FILESYSTEM_OVERHEAD %s: the "
+                 "image gets %" PRIu64,
+                 c->target, c->image_size_env, c->image_size, room,
+                 c->overhead ? c->overhead : "0", *size);
+  }
+  return 0;
+}
+
+/* Grow the image to SIZE bytes (never shrink it), durably: the bytes beyond the disk's
+ * capacity are a hole, the zeros the guest sees as new space.
+ *
+ * Why before the copy of a stage without IMPORTER_PREVIOUS_CHECKPOINT, and not after the
+ * last stage: the disk cache binds its metadata to the image's identity, size included,
+ * and an image whose size differs from the recorded one counts as replaced (every block
+ * invalid).  Grown here, the image has its final size before the cache first records it,
+ * so every later open -- a delta stage, or any stage restarted after a pod died at any
+ * point -- finds the size it recorded, and the cache keeps the capacity's blocks valid
+ * (its validity and digest cover the capacity only).  Grown after a stage's copy, a pod
+ * dying between the grow and the metadata's removal would make the restarted stage see
+ * another image and copy everything again.  A first stage restarted after the grow finds
+ * the image already that size and changes nothing.  (A first stage restarted with a
+ * larger room or request than its first attempt had grows the image again and starts its
+ * full copy afresh: CDI passes the same request to every attempt.)
+ */
+static int
+grow_image (const struct cdi *c, uint64_t size)
+{
+  struct stat st;
+  int fd = open (c->target, O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+
+  if (fd == -1 || fstat (fd, &st) == -1) {
+    log_error ("%s: %m", c->target);
+    if (fd != -1)
+      close (fd);
+    return -1;
+  }
+  if ((uint64_t)st.st_size >= size) {
+    log_debug ("%s: %" PRIu64 " bytes already, no resize to %" PRIu64, c->target,
+               (uint64_t)st.st_size, size);
+    close (fd);
+    return 0;
+  }
+  if (ftruncate (fd, size) == -1 || fsync (fd) == -1) {
+    log_error ("%s: resize to %" PRIu64 " bytes (IMPORTER_IMAGE_SIZE %s): %m", c->target,
+               size, c->image_size_env);
+    close (fd);
+    return -1;
+  }
+  close (fd);
+  log_info ("%s: resized to %" PRIu64 " bytes (IMPORTER_IMAGE_SIZE %s)", c->target, size,
+            c->image_size_env);
   return 0;
 }
 
@@ -486,6 +609,7 @@ run (struct cdi *c, const char **phase)
   CLEANUP_FREE char *prev_change = NULL;
   struct source *src;
   struct stat st;
+  uint64_t image_size = 0;
   int i, r = -1;
 
   *phase = "Unable to connect to vddk data source";
@@ -501,6 +625,9 @@ run (struct cdi *c, const char **phase)
   c->host = source_vm (src)->host ? strdup (source_vm (src)->host) : NULL;
   *phase = "Unable to process data";
   if (check_room (c, disk->capacity) == -1)
+    goto out;
+  /* CDI resizes after a full copy only: "the resize already happened" at a delta stage. */
+  if (c->previous == NULL && resize_target (c, disk->capacity, &image_size) == -1)
     goto out;
   if (c->previous && !c->block && stat (c->target, &st) == -1) {
     log_error ("%s does not exist, so the changes since IMPORTER_PREVIOUS_CHECKPOINT %s "
@@ -530,8 +657,13 @@ run (struct cdi *c, const char **phase)
     log_warning ("IMPORTER_PREVIOUS_CHECKPOINT %s: not a changeId, and no earlier stage on "
                  "this volume recorded its changeId: copying the whole disk",
                  c->previous);
+  if (r == 1 && image_size && grow_image (c, image_size) == -1)
+    r = -1;
   if (r == 1)
     r = copy_cached (c, src, i);
+  /* The end of CDI's Resize phase (after every full copy); CDI ignores a failure. */
+  if (r == 0 && c->previous == NULL && !c->block && chmod (c->target, 0660) == -1)
+    log_warning ("%s: chmod 0660: %m", c->target);
   if (r == 0 && save_checkpoint (c, c->current, disk->change_id) == -1)
     r = -1;
   if (r == 0)
