@@ -142,7 +142,7 @@ write_plan "$tmpdir/plan.json" \
 control POST "/faults?reset=1" >/dev/null
 t0=$(now_ms)
 rc=0
-timeout 90 "$ferry" migrate "$tmpdir/plan.json" >"$tmpdir/migrate.out" 2>&1 || rc=$?
+timeout -k 10 90 "$ferry" migrate "$tmpdir/plan.json" >"$tmpdir/migrate.out" 2>&1 || rc=$?
 ms=$(($(now_ms) - t0))
 control POST "/faults?reset=0" >/dev/null
 echo "--- migrate exited $rc after $ms ms:"
