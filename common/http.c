@@ -668,6 +668,7 @@ do_request (struct http_pool *pool, struct request *req)
     long status = 0, delay;
     curl_off_t pretransfer = 0;
     struct http_config policy;
+    bool first_contact;
     bool short_body = false;
     const char *fatal = NULL;
 
@@ -760,7 +761,8 @@ do_request (struct http_pool *pool, struct request *req)
     }
 
     policy = pool->config;
-    if (!__atomic_load_n (&pool->answered, __ATOMIC_RELAXED))
+    first_contact = !__atomic_load_n (&pool->answered, __ATOMIC_RELAXED);
+    if (first_contact)
       policy.retry_budget_ms = policy.first_contact_budget_ms;
     delay = http_retry_delay (
         &policy, attempt, (long)((time_monotonic () - t0) * 1000),
@@ -773,11 +775,18 @@ do_request (struct http_pool *pool, struct request *req)
     if (delay < 0) {
       if (req->method == METHOD_POST && rc == CURLE_OK)
         goto done; /* any answer is an answer */
-      if (delay == HTTP_RETRY_EXHAUSTED)
-        log_error_transient ("%s: %s (gave up after %u %s in %.1f s)",
+      if (delay == HTTP_RETRY_EXHAUSTED) {
+        /* Name the budget that ran out, so that a user can tell what to lengthen. */
+        char budget[64] = "";
+        if (policy.max_retries == 0 || attempt < policy.max_retries)
+          snprintf (budget, sizeof budget, ", %s budget %g s",
+                    first_contact ? "first-contact" : "retry",
+                    policy.retry_budget_ms / 1000.0);
+        log_error_transient ("%s: %s (gave up after %u %s in %.1f s%s)",
                              describe (what, sizeof what, pool, req), why, attempt,
-                             attempt == 1 ? "retry" : "retries", time_monotonic () - t0);
-      else if ((rc != CURLE_OK && !is_tls_error (rc)) || status >= 500 || short_body)
+                             attempt == 1 ? "retry" : "retries", time_monotonic () - t0,
+                             budget);
+      } else if ((rc != CURLE_OK && !is_tls_error (rc)) || status >= 500 || short_body)
         log_error_transient ("%s: %s", describe (what, sizeof what, pool, req), why);
       else
         log_error ("%s: %s", describe (what, sizeof what, pool, req), why);

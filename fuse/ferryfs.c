@@ -133,6 +133,8 @@ usage (int status)
       "                         multi-conn (default 4)\n"
       "  -t, --timeout=SECONDS  a read fails with EIO when the server has not\n"
       "                         answered within SECONDS (default 30)\n"
+      "                         (the ferry plugin's own: retry-budget=,\n"
+      "                         stall-timeout=, ... see nbdkit-ferry-plugin(1))\n"
       "  -s, --start-timeout=SECONDS\n"
       "                         give up when nbdkit does not serve within SECONDS\n"
       "                         (default 1800); nbdkit is then stopped once it\n"

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,9 +144,33 @@ ferry_unload (void)
   wipe_password ();
 }
 
+/* The HTTP timeouts: KEY=SECONDS, each 1 .. SOURCE_TIMEOUT_MAX. */
+static const struct {
+  const char *key;
+  size_t offset;
+} timeout_keys[] = {
+  { "connect-timeout", offsetof (struct source_timeouts, connect) },
+  { "control-timeout", offsetof (struct source_timeouts, control) },
+  { "read-timeout", offsetof (struct source_timeouts, read) },
+  { "stall-timeout", offsetof (struct source_timeouts, stall) },
+  { "retry-budget", offsetof (struct source_timeouts, retry_budget) },
+};
+
+/* The field of KEY if it is a timeout, else NULL. */
+static unsigned *
+timeout_field (const char *key)
+{
+  for (size_t i = 0; i < sizeof timeout_keys / sizeof timeout_keys[0]; i++)
+    if (strcmp (key, timeout_keys[i].key) == 0)
+      return (unsigned *)((char *)&config.timeouts + timeout_keys[i].offset);
+  return NULL;
+}
+
 static int
 ferry_config (const char *key, const char *value)
 {
+  unsigned *seconds;
+
   if (strcmp (key, "provider") == 0)
     config.provider = value;
   else if (strcmp (key, "server") == 0)
@@ -203,6 +228,14 @@ ferry_config (const char *key, const char *value)
                     value);
       return -1;
     }
+  } else if ((seconds = timeout_field (key)) != NULL) {
+    if (value[0] == '\0' || value[strspn (value, "0123456789")] != '\0' ||
+        nbdkit_parse_unsigned (key, value, seconds) == -1 || *seconds == 0 ||
+        *seconds > SOURCE_TIMEOUT_MAX) {
+      nbdkit_error ("%s=%s: give the seconds, from 1 to %u", key, value,
+                    SOURCE_TIMEOUT_MAX);
+      return -1;
+    }
   } else if (strcmp (key, "verify") == 0) {
     int r = nbdkit_parse_bool (value);
     if (r == -1)
@@ -246,6 +279,11 @@ ferry_config_complete (void)
   "sslverify=false           Do not verify TLS (warns; for labs only).\n"                  \
   "connections=N             Range requests in flight (default 4).\n"                      \
   "task-timeout=SECONDS      Give up on a snapshot task after this (default 1800).\n"      \
+  "connect-timeout=SECONDS   TCP connect plus TLS handshake (default 30).\n"               \
+  "control-timeout=SECONDS   One attempt of a SOAP/REST call (default 120).\n"             \
+  "read-timeout=SECONDS      One attempt of a range read (default 600).\n"                 \
+  "stall-timeout=SECONDS     Retry a read moving < 1 KiB/s this long (default 30).\n"      \
+  "retry-budget=SECONDS      One request, retries included (default 300).\n"               \
   "vm-json=FILE              Write the VM's description (JSON) to FILE at start.\n"        \
   "cache=PATH                Cache the one served disk in PATH (file or block device).\n"  \
   "cache-dir=DIR             Cache metadata (and, without cache=, images) per disk in "    \

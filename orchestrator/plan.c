@@ -166,10 +166,34 @@ read_secret_file (struct loader *l, const char *dir, const char *name, bool requ
   return buf;
 }
 
+/* source.timeouts: seconds, each from 1 to SOURCE_TIMEOUT_MAX; absent = the default. */
+static void
+load_timeouts (struct loader *l, struct plan *p, json_t *t)
+{
+  static const char *const keys[] = { "connect", "control",     "read",
+                                      "stall",   "retryBudget", NULL };
+  const char *w = "source.timeouts";
+
+  if (t == NULL)
+    return;
+  if (!json_is_object (t)) {
+    problem (l, "%s: must be an object such as {\"stall\": 60, \"retryBudget\": 600}", w);
+    return;
+  }
+  check_keys (l, t, w, keys);
+  p->timeouts.connect = get_unsigned (l, t, w, "connect", 0, 1, SOURCE_TIMEOUT_MAX);
+  p->timeouts.control = get_unsigned (l, t, w, "control", 0, 1, SOURCE_TIMEOUT_MAX);
+  p->timeouts.read = get_unsigned (l, t, w, "read", 0, 1, SOURCE_TIMEOUT_MAX);
+  p->timeouts.stall = get_unsigned (l, t, w, "stall", 0, 1, SOURCE_TIMEOUT_MAX);
+  p->timeouts.retry_budget =
+      get_unsigned (l, t, w, "retryBudget", 0, 1, SOURCE_TIMEOUT_MAX);
+}
+
 static void
 load_source (struct loader *l, struct plan *p, json_t *src)
 {
-  static const char *const keys[] = { "type", "url", "secret", "datacenter", NULL };
+  static const char *const keys[] = { "type",       "url",      "secret",
+                                      "datacenter", "timeouts", NULL };
   CLEANUP_FREE char *insecure = NULL;
 
   if (!json_is_object (src)) {
@@ -181,6 +205,7 @@ load_source (struct loader *l, struct plan *p, json_t *src)
   p->url = get_string (l, src, "source", "url", true);
   p->secret_dir = get_string (l, src, "source", "secret", true);
   p->datacenter = get_string (l, src, "source", "datacenter", false);
+  load_timeouts (l, p, json_object_get (src, "timeouts"));
   if (p->source_type && strcmp (p->source_type, "vsphere") != 0 &&
       strcmp (p->source_type, "ovirt") != 0)
     problem (l, "source.type \"%s\": only \"vsphere\" and \"ovirt\" are supported",
@@ -604,6 +629,7 @@ plan_source_config (const struct plan *p, const struct plan_vm *vm)
     .connections = p->connections_per_disk * p->max_per_host > 64
                        ? 64
                        : p->connections_per_disk * p->max_per_host,
+    .timeouts = p->timeouts,
   };
 }
 

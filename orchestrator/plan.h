@@ -65,6 +65,7 @@ struct plan {
   char *server; /* HOST[:PORT] from the url */
   char *secret_dir;
   char *datacenter;
+  struct source_timeouts timeouts; /* source.timeouts; 0 = the default */
   /* From the Secret. */
   char *user;
   char *password; /* wiped at plan_free */

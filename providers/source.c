@@ -146,6 +146,21 @@ source_find_disk (const struct source *src, const char *name)
   return -1;
 }
 
+void
+source_http_timeouts (const struct source_timeouts *t, struct http_config *hc)
+{
+  if (t->connect)
+    hc->connect_timeout = t->connect;
+  if (t->control)
+    hc->control_timeout = t->control;
+  if (t->read)
+    hc->data_timeout = t->read;
+  if (t->stall)
+    hc->low_speed_time = t->stall;
+  if (t->retry_budget)
+    hc->retry_budget_ms = t->retry_budget * 1000;
+}
+
 int
 source_keep_disk (struct source *src, const char *which)
 {

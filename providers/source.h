@@ -21,6 +21,18 @@
 
 #include "providers/provider.h"
 
+/* The user's HTTP timeouts, in seconds; 0 takes common/http.h's default (in brackets).
+ * Each is at most SOURCE_TIMEOUT_MAX.
+ */
+struct source_timeouts {
+  unsigned connect;      /* TCP connect plus TLS handshake [30] */
+  unsigned control;      /* one attempt of a control call: SOAP, REST, HEAD [120] */
+  unsigned read;         /* one attempt of a range read [600] */
+  unsigned stall;        /* a read moving < 1 KiB/s this long is abandoned, retried [30] */
+  unsigned retry_budget; /* one request, all its attempts and retries included [300] */
+};
+#define SOURCE_TIMEOUT_MAX 86400
+
 struct source_config {
   const char *provider; /* "vsphere", "rhv" */
   const char *server;   /* HOST[:PORT] */
@@ -55,6 +67,7 @@ struct source_config {
    * before ferry gives up on it and says so; 0 = the provider's default.
    */
   unsigned task_timeout;
+  struct source_timeouts timeouts;
   /* When *STOP becomes non-zero (a signal handler sets it), reads fail and source_open
    * gives up at its next step, so that the caller unwinds through source_close, which
    * removes a snapshot that was made.  A task being waited for is still waited for, so
@@ -154,6 +167,10 @@ typedef struct json_t json_t;
 json_t *source_describe (struct source *src);
 
 void source_stats (struct source *src, char *buf, size_t len);
+
+/* For providers: put the timeouts T that the user gave into HC (the others keep HC's). */
+struct http_config;
+void source_http_timeouts (const struct source_timeouts *t, struct http_config *hc);
 
 /* For providers: the base part of their source. */
 /* Keep only the disk named WHICH (see source_find_disk) in SRC's disks; reports the

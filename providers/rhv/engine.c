@@ -123,12 +123,14 @@ rhv_engine_open (const struct rhv_config *config)
     .sslverify = config->sslverify,
     .connections = 2,
     .connect_timeout = 30,
-    .max_retries = 4,
+    /* A retry budget the user gave decides alone how long retries go on. */
+    .max_retries = config->timeouts.retry_budget ? 0 : 4,
     .backoff_ms = 200,
   };
 
   if (e == NULL)
     return NULL;
+  source_http_timeouts (&config->timeouts, &hc);
   pthread_mutex_init (&e->lock, NULL);
   pthread_mutex_init (&e->login_lock, NULL);
   e->url = strdup (config->url);

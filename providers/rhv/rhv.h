@@ -23,6 +23,7 @@
 
 #include "common/http.h"
 #include "providers/provider.h"
+#include "providers/source.h"
 
 struct rhv_engine;
 
@@ -34,6 +35,7 @@ struct rhv_config {
   const char *thumbprint; /* pins the engine's certificate: API and imageio proxy */
   bool sslverify;
   unsigned connections;
+  struct source_timeouts timeouts; /* the user's, for every HTTP pool */
 };
 
 /* A disk as the engine describes it. */

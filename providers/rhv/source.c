@@ -397,6 +397,7 @@ rhv_open (const struct source_config *config)
     .thumbprint = config->thumbprint ? strdup (config->thumbprint) : NULL,
     .sslverify = config->sslverify,
     .connections = config->connections,
+    .timeouts = config->timeouts,
   };
   src->cfg.password = NULL; /* only the engine keeps it */
   if (src->cfg.url == NULL || src->cfg.user == NULL ||

@@ -88,9 +88,13 @@ imageio_pool (const struct rhv_config *config, const char *base, unsigned connec
     .sslverify = config->sslverify,
     .connections = connections,
     .connect_timeout = 30,
-    .max_retries = retries,
+    /* A retry budget the user gave decides alone how long retries go on (a probe, with
+     * its one retry, still falls back soon).
+     */
+    .max_retries = retries > 1 && config->timeouts.retry_budget ? 0 : retries,
     .backoff_ms = 200,
   };
+  source_http_timeouts (&config->timeouts, &hc);
   return http_pool_new (&hc);
 }
 

@@ -54,7 +54,7 @@ if fetch stallforever --no-head --connections 1 --low-speed-time 1 --budget-ms 8
   fail "a server that never finishes a body served the disk"
 fi
 show stallforever
-grep -q "GET $URL/disk (bytes 0-1048575): .*too slow.* (gave up after [1-9][0-9]* retr[a-z]* in [0-9.]* s)" \
+grep -q "GET $URL/disk (bytes 0-1048575): .*too slow.* (gave up after [1-9][0-9]* retr[a-z]* in [0-9.]* s, retry budget 8 s)" \
   "$tmpdir/stallforever.log" || fail "the error does not say what stalled and for how long"
 [ $ms -lt 40000 ] || fail "an always stalling server held the request for $ms ms"
 stop_range_server
@@ -88,7 +88,7 @@ stop_range_server
 URL=https://127.0.0.1:$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 if fetch refused; then fail "a port nobody listens on served the disk"; fi
 show refused
-grep -q "HEAD $URL/disk: .*[Cc]onnect.* (gave up after [1-9][0-9]* retr[a-z]* in [0-9.]* s)" \
+grep -q "HEAD $URL/disk: .*[Cc]onnect.* (gave up after [1-9][0-9]* retr[a-z]* in [0-9.]* s, first-contact budget 10 s)" \
   "$tmpdir/refused.log" || fail "the error does not name the connection failure"
 ((ms >= 9000 && ms < 20000)) || fail "a refused connection took $ms ms to report"
 
