@@ -156,13 +156,6 @@ vm_json ()
   control GET "/vms/$(jq -rn --arg v "$1" '$v|@uri')"
 }
 
-# guest_write NAME KEY OFFSET FILE: write FILE into the VM's disk as its guest would.
-guest_write ()
-{
-  control PUT "/vms/$(jq -rn --arg v "$1" '$v|@uri')/disks/$2/data?offset=$3" \
-    --data-binary @"$4" -o /dev/null
-}
-
 # place_disk NAME KEY FILE: make the disk's content FILE (data regions only, sparse).
 place_disk ()
 {
@@ -422,25 +415,5 @@ json_line_matches ()
 
 # --- the real guest (tests/guest/build-guest.sh) ---
 
-# guest_set_poweroff IMAGE: the guest powers itself off after its boot marker (the switch
-# of build-guest.sh), set in its ext4 root at 1 MiB without mounting anything.
-guest_set_poweroff ()
-{
-  debugfs -w -R "write /dev/null /etc/guestlab-poweroff" "$1?offset=1048576" >/dev/null 2>&1
-  debugfs -R "stat /etc/guestlab-poweroff" "$1?offset=1048576" 2>/dev/null |
-    grep -q 'Type: regular' || fail "debugfs could not set /etc/guestlab-poweroff in $1"
-}
-
-# guest_boot LOG IMAGE...: boot the raw IMAGEs under qemu TCG on virtio (the first one
-# boots), serial console to LOG; the images are not written (snapshot=on).  Prints qemu's
-# exit status: 0 when the guest powered itself off.
-guest_boot ()
-{
-  local log=$1 rc=0 drives=() img
-  shift
-  for img in "$@"; do drives+=(-drive "file=$img,format=raw,if=virtio,snapshot=on"); done
-  timeout 900 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp "${SMP:-2}" \
-    -nographic -nodefaults -serial "file:$log" -no-reboot -nic none -machine q35 \
-    "${drives[@]}" </dev/null >/dev/null 2>&1 || rc=$?
-  echo "$rc"
-}
+# shellcheck source=guest-functions.sh
+source "$top/tests/integration/guest-functions.sh"
