@@ -417,3 +417,19 @@ json_line_matches ()
 
 # shellcheck source=guest-functions.sh
 source "$top/tests/integration/guest-functions.sh"
+
+# expect_failure WORDS... -- PARAMS...: nbdkit with the plugin and PARAMS (start_ferry) must
+# refuse to start and say WORDS; what it said is added to $tmpdir/all.err.
+expect_failure ()
+{
+  local words=() p
+  while [ "$1" != -- ]; do words+=("$1"); shift; done
+  shift
+  : >"$tmpdir/nbdkit.err"
+  if start_ferry "$@"; then fail "nbdkit started with: $*"; fi
+  for p in "${words[@]}"; do
+    grep -q -- "$p" "$tmpdir/nbdkit.err" || {
+      cat "$tmpdir/nbdkit.err"; fail "the error does not say '$p'"; }
+  done
+  cat "$tmpdir/nbdkit.err" >>"$tmpdir/all.err"
+}
