@@ -433,3 +433,16 @@ expect_failure ()
   done
   cat "$tmpdir/nbdkit.err" >>"$tmpdir/all.err"
 }
+
+# requires_schemas: skip unless the published schemas (../shared/schemas beside the
+# checkout, or $FERRY_SCHEMAS) and python3's yaml and jsonschema are there; sets schemas.
+requires_schemas ()
+{
+  local d
+  schemas=${FERRY_SCHEMAS:-}
+  for d in "$top/../shared/schemas" "$top/../../shared/schemas"; do
+    [ -n "$schemas" ] || [ ! -f "$d/kubevirt-virtualmachine.crd.json" ] || schemas=$d
+  done
+  [ -n "$schemas" ] || skip "the published schemas (../shared/schemas or \$FERRY_SCHEMAS) are absent"
+  /usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || skip "python3-yaml or python3-jsonschema is missing"
+}
