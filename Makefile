@@ -100,11 +100,19 @@ $(FERRY): $(ORCH_SRC:.c=.o) $(CONVERT_LIB) $(CORE_LIBS)
 # tests/unit/test-NAME.wrap (one symbol per line).
 # The plugin's read-ahead needs no nbdkit: unit tests link it.
 UNIT_EXTRA := nbdkit-plugin/readahead.o
+UNIT_WRAP = $(wildcard tests/unit/test-$*.wrap)
 tests/unit/test-%: tests/unit/test-%.o $(UNIT_EXTRA) $(CONVERT_LIB) $(CORE_LIBS)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(UNIT_EXTRA) $(CONVERT_LIB) $(CORE_LIBS) $(LIBS) -lm -lcmocka \
-	  $(if $(wildcard tests/unit/test-$*.wrap),$(addprefix -Wl$(comma)--wrap=,$(shell cat tests/unit/test-$*.wrap)))
+	  $(if $(UNIT_WRAP),$(addprefix -Wl$(comma)--wrap=,$(shell cat $(UNIT_WRAP))))
 comma := ,
+# The diskcache tests (test-dcache*) share a fixture: its I/O seam wraps the calls that
+# tests/unit/dcache-fixture.wrap lists.
+DCACHE_TESTS := $(filter tests/unit/test-dcache%,$(UNIT_TESTS))
+OBJS += tests/unit/dcache-fixture.o
+$(DCACHE_TESTS): tests/unit/dcache-fixture.o
+$(DCACHE_TESTS): UNIT_EXTRA += tests/unit/dcache-fixture.o
+$(DCACHE_TESTS): UNIT_WRAP = tests/unit/dcache-fixture.wrap
 
 double: $(DOUBLE)
 $(DOUBLE): $(wildcard tests/doubles/vsphere/*.go) tests/doubles/vsphere/build.sh

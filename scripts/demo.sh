@@ -31,6 +31,9 @@ trap cleanup EXIT
 step () { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run () { printf '$ %s\n' "$*"; "$@"; }
 control () { curl -sS --fail-with-body -X "$1" "$CONTROL$2" "${@:3}"; }
+fail () { echo "demo: $*" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=../tests/integration/guest-functions.sh
+source "$top/tests/integration/guest-functions.sh"
 took () { printf '(%d s)\n' $((SECONDS - $1)); }
 demo_start=$SECONDS
 
@@ -44,8 +47,7 @@ if [ $rc != 0 ]; then
   exit 1
 fi
 # The guest powers itself off after its boot marker, so that the boot check ends by itself.
-debugfs -w -R "write /dev/null /etc/guestlab-poweroff" "$work/guest.img?offset=1048576" \
-  >/dev/null 2>&1
+guest_set_poweroff "$work/guest.img"
 echo "$work/guest.img: $(qemu-img info --output=json "$work/guest.img" |
   jq -r '"\(."virtual-size" / 1048576) MiB virtual, \(."actual-size" / 1048576 | floor) MiB allocated"'),"
 echo "  an initramfs without virtio (like a VMware guest's), open-vm-tools installed"
@@ -66,32 +68,12 @@ control POST "/vms?name=guestlab&disks=1G&power=on&cbt=1&cpus=2&memory=1024" |
 control PUT "/vms/guestlab/disks/2000/data?offset=0&path=$(jq -rn --arg p "$work/guest.img" '$p|@uri')" -o /dev/null
 cp --sparse=always "$work/guest.img" "$work/current.img"
 
-# guest_writes_file NAME TEXT: the running guest writes /root/NAME (debugfs writes it into
-# a copy of the disk's current state; the 64 KiB blocks that differ go to the VM's disk
-# through the double's guest-write channel, as the guest's own writes would).
-guest_writes_file ()
+# guest_writes NAME TEXT: the running guest writes /root/NAME (guest_writes_file); a
+# failure inside stops the demo.
+guest_writes ()
 {
-  local off n=0
-  cp --sparse=always "$work/current.img" "$work/next.img"
-  printf '%s\n' "$2" >"$work/content.tmp"
-  debugfs -w -R "write $work/content.tmp /root/$1" "$work/next.img?offset=1048576" >/dev/null 2>&1
-  for off in $(python3 - "$work/current.img" "$work/next.img" <<'PY'
-import sys
-a, b, i = open(sys.argv[1], "rb"), open(sys.argv[2], "rb"), 0
-while True:
-    x, y = a.read(65536), b.read(65536)
-    if not x:
-        break
-    if x != y:
-        print(i * 65536)
-    i += 1
-PY
-  ); do
-    dd if="$work/next.img" of="$work/block.tmp" bs=64K skip=$((off / 65536)) count=1 status=none
-    control PUT "/vms/guestlab/disks/2000/data?offset=$off" --data-binary @"$work/block.tmp" -o /dev/null
-    n=$((n + 1))
-  done
-  mv "$work/next.img" "$work/current.img"
+  local n
+  n=$(set -e; guest_writes_file "$work" guestlab "$1" "$2")
   echo "the guest wrote /root/$1: $n blocks of 64 KiB changed on its disk"
 }
 
@@ -114,13 +96,13 @@ run "$ferry" precopy "$work/plan.json" --progress="$progress"
 took $t
 
 step "The guest keeps working: it writes a file"
-guest_writes_file round1 "written between round 1 and round 2"
+guest_writes round1 "written between round 1 and round 2"
 
 step "Precopy round 2: only the blocks changed since round 1 are fetched"
 t=$SECONDS
 run "$ferry" precopy "$work/plan.json" --progress="$progress"
 took $t
-guest_writes_file round2 "written just before the cutover"
+guest_writes round2 "written just before the cutover"
 
 step "Cutover: shut the VM down, final round, verify, convert with virt-v2v-in-place (overlay, then commit)"
 t=$SECONDS
@@ -130,10 +112,7 @@ took $t
 step "Boot check: the converted disk under qemu (TCG) on virtio, to the guest's boot marker"
 target=$work/pvc/guestlab-disk0/disk.img
 t=$SECONDS
-boot_rc=0
-timeout 900 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -nographic -nodefaults \
-  -serial "file:$work/boot.log" -no-reboot -nic none -machine q35 \
-  -drive "file=$target,format=raw,if=virtio,snapshot=on" </dev/null >/dev/null 2>&1 || boot_rc=$?
+boot_rc=$(guest_boot "$work/boot.log" "$target")
 boot_seconds=$((SECONDS - t))
 marker=$(grep -a -m1 'GUESTLAB-BOOT-OK' "$work/boot.log" | tr -d '\r' || true)
 echo "${marker:-no boot marker}"

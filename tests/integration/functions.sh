@@ -156,13 +156,6 @@ vm_json ()
   control GET "/vms/$(jq -rn --arg v "$1" '$v|@uri')"
 }
 
-# guest_write NAME KEY OFFSET FILE: write FILE into the VM's disk as its guest would.
-guest_write ()
-{
-  control PUT "/vms/$(jq -rn --arg v "$1" '$v|@uri')/disks/$2/data?offset=$3" \
-    --data-binary @"$4" -o /dev/null
-}
-
 # place_disk NAME KEY FILE: make the disk's content FILE (data regions only, sparse).
 place_disk ()
 {
@@ -422,25 +415,34 @@ json_line_matches ()
 
 # --- the real guest (tests/guest/build-guest.sh) ---
 
-# guest_set_poweroff IMAGE: the guest powers itself off after its boot marker (the switch
-# of build-guest.sh), set in its ext4 root at 1 MiB without mounting anything.
-guest_set_poweroff ()
+# shellcheck source=guest-functions.sh
+source "$top/tests/integration/guest-functions.sh"
+
+# expect_failure WORDS... -- PARAMS...: nbdkit with the plugin and PARAMS (start_ferry) must
+# refuse to start and say WORDS; what it said is added to $tmpdir/all.err.
+expect_failure ()
 {
-  debugfs -w -R "write /dev/null /etc/guestlab-poweroff" "$1?offset=1048576" >/dev/null 2>&1
-  debugfs -R "stat /etc/guestlab-poweroff" "$1?offset=1048576" 2>/dev/null |
-    grep -q 'Type: regular' || fail "debugfs could not set /etc/guestlab-poweroff in $1"
+  local words=() p
+  while [ "$1" != -- ]; do words+=("$1"); shift; done
+  shift
+  : >"$tmpdir/nbdkit.err"
+  if start_ferry "$@"; then fail "nbdkit started with: $*"; fi
+  for p in "${words[@]}"; do
+    grep -q -- "$p" "$tmpdir/nbdkit.err" || {
+      cat "$tmpdir/nbdkit.err"; fail "the error does not say '$p'"; }
+  done
+  cat "$tmpdir/nbdkit.err" >>"$tmpdir/all.err"
 }
 
-# guest_boot LOG IMAGE...: boot the raw IMAGEs under qemu TCG on virtio (the first one
-# boots), serial console to LOG; the images are not written (snapshot=on).  Prints qemu's
-# exit status: 0 when the guest powered itself off.
-guest_boot ()
+# requires_schemas: skip unless the published schemas (../shared/schemas beside the
+# checkout, or $FERRY_SCHEMAS) and python3's yaml and jsonschema are there; sets schemas.
+requires_schemas ()
 {
-  local log=$1 rc=0 drives=() img
-  shift
-  for img in "$@"; do drives+=(-drive "file=$img,format=raw,if=virtio,snapshot=on"); done
-  timeout 900 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp "${SMP:-2}" \
-    -nographic -nodefaults -serial "file:$log" -no-reboot -nic none -machine q35 \
-    "${drives[@]}" </dev/null >/dev/null 2>&1 || rc=$?
-  echo "$rc"
+  local d
+  schemas=${FERRY_SCHEMAS:-}
+  for d in "$top/../shared/schemas" "$top/../../shared/schemas"; do
+    [ -n "$schemas" ] || [ ! -f "$d/kubevirt-virtualmachine.crd.json" ] || schemas=$d
+  done
+  [ -n "$schemas" ] || skip "the published schemas (../shared/schemas or \$FERRY_SCHEMAS) are absent"
+  /usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || skip "python3-yaml or python3-jsonschema is missing"
 }

@@ -17,13 +17,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires jq qemu-img qemu-nbd qemu-system-x86_64 virt-v2v-in-place guestfish debugfs
-[ "$(id -u)" = 0 ] || skip "root is needed to build the guest disk"
-requires debootstrap
-
-rc=0
-"$top/tests/guest/build-guest.sh" "$tmpdir/guest.img" >"$tmpdir/build.log" 2>&1 || rc=$?
-[ $rc = 77 ] && skip "$(grep -m1 SKIP "$tmpdir/build.log")"
-[ $rc = 0 ] || fail "build-guest.sh: $(tail -20 "$tmpdir/build.log")"
+requires_guest "$tmpdir/guest.img"
 guest_set_poweroff "$tmpdir/guest.img"
 
 # Negative control, meanwhile: the unconverted disk on virtio finds no root.  The guest's
@@ -54,40 +48,11 @@ write_plan "$tmpdir/plan.json" '.skipGuestConversion = false | .warm = true | .p
 target=$tmpdir/pvc/guestlab-disk0/disk.img
 cp --sparse=always "$tmpdir/guest.img" "$tmpdir/current.img"
 
-# guest_writes_file NAME TEXT: the running guest writes /root/NAME: debugfs writes it into
-# a copy of the disk's current state, and the 64 KiB blocks that differ go to the VM's
-# disk through the double's guest-write channel.  Prints how many blocks changed.
-guest_writes_file ()
-{
-  local off n=0
-  cp --sparse=always "$tmpdir/current.img" "$tmpdir/next.img"
-  printf '%s\n' "$2" >"$tmpdir/content"
-  debugfs -w -R "write $tmpdir/content /root/$1" "$tmpdir/next.img?offset=1048576" >/dev/null 2>&1
-  for off in $(python3 - "$tmpdir/current.img" "$tmpdir/next.img" <<'PY'
-import sys
-a, b, i = open(sys.argv[1], "rb"), open(sys.argv[2], "rb"), 0
-while True:
-    x, y = a.read(65536), b.read(65536)
-    if not x:
-        break
-    if x != y:
-        print(i * 65536)
-    i += 1
-PY
-  ); do
-    dd if="$tmpdir/next.img" of="$tmpdir/block" bs=64K skip=$((off / 65536)) count=1 status=none
-    guest_write guestlab 2000 "$off" "$tmpdir/block"
-    n=$((n + 1))
-  done
-  mv "$tmpdir/next.img" "$tmpdir/current.img"
-  echo "$n"
-}
-
 "$ferry" precopy "$tmpdir/plan.json" --progress=none || fail "precopy round 1"
-blocks2=$(guest_writes_file round1 "written before round 2")
+blocks2=$(guest_writes_file "$tmpdir" guestlab round1 "written before round 2")
 ((blocks2 > 0)) || fail "debugfs changed nothing"
 "$ferry" precopy "$tmpdir/plan.json" --progress=none || fail "precopy round 2"
-blocks3=$(guest_writes_file round2 "written before the cutover")
+blocks3=$(guest_writes_file "$tmpdir" guestlab round2 "written before the cutover")
 [ "$(vm_json guestlab | jq -r .powerState)" = poweredOn ] || fail "the VM is not running"
 
 # The cutover (no running migrate: ferry cutover does it), then verification, conversion.

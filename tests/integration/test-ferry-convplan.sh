@@ -17,13 +17,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires jq qemu-img qemu-nbd qemu-system-x86_64 virt-v2v-in-place guestfish debugfs
-[ "$(id -u)" = 0 ] || skip "root is needed to build the guest disk"
-requires debootstrap
-
-rc=0
-"$top/tests/guest/build-guest.sh" "$tmpdir/guest.img" >"$tmpdir/build.log" 2>&1 || rc=$?
-[ $rc = 77 ] && skip "$(grep -m1 SKIP "$tmpdir/build.log")"
-[ $rc = 0 ] || fail "build-guest.sh: $(tail -20 "$tmpdir/build.log")"
+requires_guest "$tmpdir/guest.img"
 guest_set_poweroff "$tmpdir/guest.img"
 
 start_double

@@ -18,13 +18,7 @@ source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires jq virt-v2v-inspector guestfish debugfs
 requires_ferry
-[ "$(id -u)" = 0 ] || skip "root is needed to build the guest disk"
-requires debootstrap
-
-rc=0
-"$top/tests/guest/build-guest.sh" "$tmpdir/guest.img" >"$tmpdir/build.log" 2>&1 || rc=$?
-[ $rc = 77 ] && skip "$(grep -m1 SKIP "$tmpdir/build.log")"
-[ $rc = 0 ] || fail "build-guest.sh: $(tail -20 "$tmpdir/build.log")"
+requires_guest "$tmpdir/guest.img"
 # No OS: 32 MiB of random data at the start of a 256 MiB disk.
 head -c 32M /dev/urandom >"$tmpdir/noos.img"
 truncate -s 256M "$tmpdir/noos.img"

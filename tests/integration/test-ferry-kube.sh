@@ -15,12 +15,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires jq unshare
-schemas=${FERRY_SCHEMAS:-}
-for d in "$top/../shared/schemas" "$top/../../shared/schemas"; do
-  [ -n "$schemas" ] || [ ! -f "$d/kubevirt-virtualmachine.crd.json" ] || schemas=$d
-done
-[ -n "$schemas" ] || skip "the published schemas (../shared/schemas or \$FERRY_SCHEMAS) are absent"
-/usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || skip "python3-yaml or python3-jsonschema is missing"
+requires_schemas
 requires_ferry
 PASSWORD=kube-s3cret-$$
 export PASSWORD

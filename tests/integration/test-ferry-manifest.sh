@@ -16,12 +16,7 @@
 source "$(dirname "$0")/functions.sh"
 set -euo pipefail
 requires jq
-schemas=${FERRY_SCHEMAS:-}
-for d in "$top/../shared/schemas" "$top/../../shared/schemas"; do
-  [ -n "$schemas" ] || [ ! -f "$d/kubevirt-virtualmachine.crd.json" ] || schemas=$d
-done
-[ -n "$schemas" ] || skip "the published schemas (../shared/schemas or \$FERRY_SCHEMAS) are absent"
-/usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || skip "python3-yaml or python3-jsonschema is missing"
+requires_schemas
 start_double
 
 create_vm Web_01.prod "disks=64M,5000000&cbt=1&power=on&cpus=4&memory=3072&firmware=efi" >/dev/null

@@ -11,13 +11,7 @@ set -euo pipefail
 requires nbdkit guestfish fusermount3 mountpoint jq curl
 requires_plugin
 [ -e /dev/fuse ] || skip "/dev/fuse is missing"
-[ "$(id -u)" = 0 ] || skip "root is needed to build the guest disk"
-requires debootstrap
-
-rc=0
-"$top/tests/guest/build-guest.sh" "$tmpdir/guest.img" >"$tmpdir/build.log" 2>&1 || rc=$?
-[ $rc = 77 ] && skip "$(grep -m1 SKIP "$tmpdir/build.log")"
-[ $rc = 0 ] || fail "build-guest.sh: $(tail -20 "$tmpdir/build.log")"
+requires_guest "$tmpdir/guest.img"
 
 start_double
 create_vm guestlab "disks=1G&power=off&cbt=1" >/dev/null

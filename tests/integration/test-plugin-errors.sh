@@ -16,21 +16,6 @@ create_vm snapped "disks=64M&power=off&cbt=1&snapshots=2" >/dev/null
 create_vm nocbt "disks=64M&power=off&cbt=0" >/dev/null
 place_disk nocbt 2000 "$tmpdir/disk"
 
-# expect_failure WORDS... -- PARAMS...: nbdkit must refuse to start and say WORDS.
-expect_failure ()
-{
-  local words=() p
-  while [ "$1" != -- ]; do words+=("$1"); shift; done
-  shift
-  : >"$tmpdir/nbdkit.err"
-  if start_ferry "$@"; then fail "nbdkit started with: $*"; fi
-  for p in "${words[@]}"; do
-    grep -q -- "$p" "$tmpdir/nbdkit.err" || {
-      cat "$tmpdir/nbdkit.err"; fail "the error does not say '$p'"; }
-  done
-  cat "$tmpdir/nbdkit.err" >>"$tmpdir/all.err"
-}
-
 # Wrong password: the server's own message, never the password.
 PASSWORD='wr0ng-Secret-42' expect_failure 'Login as admin' 'InvalidLogin' \
   'incorrect user name or password' -- vm=plain

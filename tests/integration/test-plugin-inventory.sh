@@ -15,19 +15,6 @@ create_vm plain "disks=64M&power=off&cbt=1" >/dev/null
 place_disk plain 2000 "$tmpdir/disk"
 create_vm gone "disks=64M&power=off&cbt=1" >/dev/null
 
-expect_failure ()
-{
-  local words=() p
-  while [ "$1" != -- ]; do words+=("$1"); shift; done
-  shift
-  : >"$tmpdir/nbdkit.err"
-  if start_ferry "$@"; then fail "nbdkit started with: $*"; fi
-  for p in "${words[@]}"; do
-    grep -q -- "$p" "$tmpdir/nbdkit.err" || {
-      cat "$tmpdir/nbdkit.err"; fail "the error does not say '$p'"; }
-  done
-}
-
 expect_failure 'datacenter=DC9: no datacenter at that inventory path' \
   "the VM's datacenter is \"$DATACENTER\"" -- vm=plain datacenter=DC9
 expect_failure "datacenter=$DATACENTER/vm: not a datacenter" -- vm=plain datacenter="$DATACENTER/vm"
