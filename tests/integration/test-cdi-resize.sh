@@ -35,15 +35,15 @@ cdi_import ()
     "$ferry" cdi-import --progress=none 2>"$log"
 }
 
-# expect_failure VM DIR LOG WORDS [VAR=VALUE...]: exit 1, WORDS in the message, no image.
-expect_failure ()
+# import_fails VM DIR LOG WANT [VAR=VALUE...]: exit 1, WANT in the message, no image.
+import_fails ()
 {
-  local vm=$1 dir=$2 log=$3 words=$4 rc=0
+  local vm=$1 dir=$2 log=$3 want=$4 rc=0
   shift 4
   mkdir -p "$dir"
   cdi_import "$vm" "$dir" "$log" "$@" || rc=$?
   [ $rc = 1 ] || fail "$*: exit $rc, not 1: $(cat "$log")"
-  grep -q -- "$words" <<<"$(check_message "$dir.msg")" ||
+  grep -q -- "$want" <<<"$(check_message "$dir.msg")" ||
     fail "$*: message: $(cat "$dir.msg")"
   [ ! -e "$dir/disk.img" ] || fail "$*: a failed import left disk.img"
 }
@@ -76,9 +76,9 @@ place_disk cold01 2000 "$tmpdir/src"
 disk_view cold01 2000 "$tmpdir/view-cold"
 
 # Bad sizes: junk, and less than the disk (an image does not shrink).
-expect_failure cold01 "$tmpdir/bad1" "$tmpdir/bad1.err" \
+import_fails cold01 "$tmpdir/bad1" "$tmpdir/bad1.err" \
   "IMPORTER_IMAGE_SIZE 10Gx: not a quantity's suffix" IMPORTER_IMAGE_SIZE=10Gx
-expect_failure cold01 "$tmpdir/bad2" "$tmpdir/bad2.err" \
+import_fails cold01 "$tmpdir/bad2" "$tmpdir/bad2.err" \
   "IMPORTER_IMAGE_SIZE 32Mi is 33554432 bytes, less than the 67108864 bytes of the disk" \
   IMPORTER_IMAGE_SIZE=32Mi
 
