@@ -30,10 +30,10 @@
  * POSTs are retried only when the request cannot have reached the server (connect
  * failures, a failure before the request was sent, 503).  Retries that succeed are debug
  * lines (-D ferry.http=1); only a request that fails for good is an error, which says how
- * many retries and how long it took, and which budget ran out.  Until the server has answered once, the budget is
- * first_contact_budget_ms instead: a wrong host or port, or a server that is down when we
- * start, is reported in seconds; once it has answered, failures are taken as transient
- * (a restarting vCenter, a flapping load balancer) and ridden out.
+ * many retries and how long it took, and which budget ran out.  Until the server has
+ * answered once, the budget is first_contact_budget_ms instead: a wrong host or port, or a
+ * server that is down when we start, is reported in seconds; once it has answered, failures
+ * are taken as transient (a restarting vCenter, a flapping load balancer) and ridden out.
  *
  * Answers to POST are read into memory up to max_body bytes; a larger one fails with a
  * clear error instead of exhausting memory.
