@@ -48,7 +48,9 @@ jq -e --arg v "${version#ferry }" '.[0].Config.Labels as $l |
 run_image --entrypoint nbdkit -- --dump-plugin ferry >"$tmpdir/dump" 2>&1 ||
   fail "nbdkit in the image cannot load the ferry plugin: $(cat "$tmpdir/dump")"
 
-# The programs: ferry's and the tools it runs; no compiler, no kernel, nothing setuid.
+# The programs: ferry's and the tools it runs; no compiler, no kernel, nothing setuid; every
+# ELF file finds its libraries and every script its interpreter (the image purges the
+# packages only the appliance runs: container/install-packages.sh).
 # shellcheck disable=SC2016
 run_image --entrypoint sh -- -c '
   ls /usr/local/bin
@@ -57,8 +59,16 @@ run_image --entrypoint sh -- -c '
   for p in gcc cc make; do command -v $p >/dev/null && echo "unexpected $p"; done
   ls /boot/vmlinuz* /lib/modules/* 2>/dev/null | sed "s/^/unexpected /"
   find / -xdev -perm /6000 -type f 2>/dev/null | sed "s/^/setuid /"
-  for f in /usr/local/bin/ferry /usr/local/bin/ferryfs /usr/lib/*/nbdkit/plugins/nbdkit-ferry-plugin.so; do
-    ldd $f | grep "not found" | sed "s|^|$f: |"; done' >"$tmpdir/programs" 2>&1
+  { find /usr/bin /usr/sbin /usr/local/bin /usr/libexec /usr/lib/*/nbdkit -xdev -type f
+    find /usr/lib/*-linux-gnu -maxdepth 1 -type f -name "*.so*"; } |
+  while read -r f; do
+    magic=$(head -c 4 "$f" | od -An -c | tr -d " ")
+    case $magic in
+      177ELF) ldd "$f" 2>/dev/null | grep "not found" | sed "s|^|$f: |" ;;
+      "#!"*) i=$(head -n 1 "$f" | sed "s/^#! *//; s/ .*//")
+             [ -x "$i" ] || echo "$f: interpreter $i not found" ;;
+    esac
+  done' >"$tmpdir/programs" 2>&1
 cat "$tmpdir/programs"
 [ "$(grep -Ev '^(ferry|ferryfs|ferry-entrypoint)$' "$tmpdir/programs")" = "" ] ||
   fail "unexpected programs or libraries: $(grep -Ev '^(ferry|ferryfs|ferry-entrypoint)$' "$tmpdir/programs")"
