@@ -1,13 +1,33 @@
 # SPDX-License-Identifier: Apache-2.0
-# Checks of CDI's importer contract shared by test-cdi-import.sh, test-ferry-metrics.sh and
-# test-container-cdi.sh.  Source after functions.sh:
+# Checks of CDI's importer contract shared by test-cdi-import.sh, test-cdi-resize.sh,
+# test-ferry-metrics.sh and test-container-cdi.sh.  Source after functions.sh:
 #
 #   source "$(dirname "$0")/cdi-functions.sh"
+#   cdi_import VM DIR LOG [VAR=VALUE...]  # ferry cdi-import as CDI's importer pod runs it
 #   remove_snapshot VM MOREF    # as CDI's controller (through Forklift) does between stages
 #   check_message FILE          # CDI's TerminationMessage; prints its message
 #   check_scrapes URL OWNER-UID # the metrics, scraped twice during a copy
 # shellcheck shell=bash disable=SC2154
 # (tmpdir, SERVER, CACERT and fail/wait_for come from functions.sh, sourced first)
+
+# cdi_import VM DIR LOG [VAR=VALUE...]: ferry cdi-import of VM's first disk with the
+# variables CDI sets for a VDDK DataVolume (VAR=VALUE adds or overrides one), the PVC at
+# DIR (FERRY_CDI_DATA_DIR; BLOCK=DEVICE for a block volume), the termination message in
+# DIR.msg, ferry's stderr in LOG.
+cdi_import ()
+{
+  local vm=$1 dir=$2 log=$3
+  shift 3
+  env IMPORTER_SOURCE=vddk IMPORTER_ENDPOINT="https://$SERVER/sdk" \
+    IMPORTER_ACCESS_KEY_ID=user IMPORTER_SECRET_KEY=pass \
+    IMPORTER_THUMBPRINT="$THUMBPRINT_SHA1" IMPORTER_UUID="$(vm_json "$vm" | jq -r .uuid)" \
+    IMPORTER_BACKING_FILE="$(vm_json "$vm" | jq -r '.disks[0].fileName')" \
+    OWNER_UID=0f6c1a8e-5b7d-4d61-9c1e-2a3b4c5d6e7f FILESYSTEM_OVERHEAD=0.055 \
+    FERRY_METRICS_PORT=off FERRY_CDI_DATA_DIR="$dir" \
+    FERRY_CDI_BLOCK_PATH="${BLOCK:-$tmpdir/no-block-volume}" \
+    FERRY_TERMINATION_LOG="$dir.msg" "$@" \
+    "$ferry" cdi-import --progress=none 2>"$log"
+}
 
 # remove_snapshot VM MOREF: RemoveSnapshot_Task (consolidate) over SOAP, as CDI's
 # controller (through Forklift) does between stages.  Needs python3-pyvmomi.

@@ -19,41 +19,23 @@ requires_ferry
 
 start_double
 
-# cdi_import DIR LOG [VAR=VALUE...]: ferry cdi-import with CDI's variables for web01's
-# disk, the PVC at DIR (FERRY_CDI_DATA_DIR), the termination message in DIR.msg.
-cdi_import ()
-{
-  local dir=$1 log=$2
-  shift 2
-  env IMPORTER_SOURCE=vddk IMPORTER_ENDPOINT="https://$SERVER/sdk" \
-    IMPORTER_ACCESS_KEY_ID=user IMPORTER_SECRET_KEY="${SECRET:-pass}" \
-    IMPORTER_THUMBPRINT="$THUMBPRINT_SHA1" IMPORTER_UUID="$uuid" \
-    IMPORTER_BACKING_FILE="$backing" OWNER_UID=0f6c1a8e-5b7d-4d61-9c1e-2a3b4c5d6e7f \
-    FILESYSTEM_OVERHEAD=0.055 FERRY_METRICS_PORT=off FERRY_CDI_DATA_DIR="$dir" \
-    FERRY_CDI_BLOCK_PATH="${BLOCK:-$tmpdir/no-block-volume}" \
-    FERRY_TERMINATION_LOG="$dir.msg" "$@" \
-    "$ferry" cdi-import --progress=none 2>"$log"
-}
-
 create_vm web01 "disks=64M&cbt=1&power=on" >/dev/null
 make_sparse_disk "$tmpdir/src" 64M 0:400 500:400
 place_disk web01 2000 "$tmpdir/src"
-uuid=$(vm_json web01 | jq -r .uuid)
-backing=$(vm_json web01 | jq -r '.disks[0].fileName')
 mkdir -p "$tmpdir/pvc"
 
 s1=$(control POST "/vms/web01/snapshot?name=fl-1" | jq -r .moref)
 
 # Bad input first: nothing may be written, the message says why, exit 1.
 rc=0
-SECRET=wrong cdi_import "$tmpdir/pvc" "$tmpdir/bad1.err" || rc=$?
+cdi_import web01 "$tmpdir/pvc" "$tmpdir/bad1.err" IMPORTER_SECRET_KEY=wrong || rc=$?
 [ $rc = 1 ] || fail "wrong password: exit $rc, not 1: $(cat "$tmpdir/bad1.err")"
 msg=$(check_message "$tmpdir/pvc.msg")
 grep -q "incorrect user name or password" <<<"$msg" || fail "wrong password: message: $msg"
 ! grep -q wrong "$tmpdir/pvc.msg" "$tmpdir/bad1.err" || fail "the password was printed"
 rc=0
-backing="[$DATASTORE] web01/nosuch.vmdk" cdi_import "$tmpdir/pvc" "$tmpdir/bad2.err" \
-  IMPORTER_CURRENT_CHECKPOINT="$s1" || rc=$?
+cdi_import web01 "$tmpdir/pvc" "$tmpdir/bad2.err" IMPORTER_CURRENT_CHECKPOINT="$s1" \
+  IMPORTER_BACKING_FILE="[$DATASTORE] web01/nosuch.vmdk" || rc=$?
 [ $rc = 1 ] || fail "unknown backing file: exit $rc, not 1"
 msg=$(check_message "$tmpdir/pvc.msg")
 grep -q "nosuch.vmdk: VM .* has no such disk; its disks: .*web01.vmdk (2000)" <<<"$msg" ||
@@ -63,7 +45,7 @@ grep -q "nosuch.vmdk: VM .* has no such disk; its disks: .*web01.vmdk (2000)" <<
 # SIGTERM in the middle of stage 1 (slow /folder answers): 75 (the pod is restarted), a
 # message that says so; the stage run again below resumes.
 control POST "/inject?folder-delay=1s" >/dev/null # 13 GETs of 4 MiB, 4 at a time
-cdi_import "$tmpdir/pvc" "$tmpdir/term.err" IMPORTER_CURRENT_CHECKPOINT="$s1" &
+cdi_import web01 "$tmpdir/pvc" "$tmpdir/term.err" IMPORTER_CURRENT_CHECKPOINT="$s1" &
 sub=$!
 cleanup_fn "kill -9 $sub 2>/dev/null"
 timeout=30 wait_for sh -c "[ \"\$(curl -s $CONTROL/stats | jq .folder_206)\" -ge 4 ]"
@@ -78,7 +60,7 @@ grep -q "Unable to process data: cancelled by a signal" <<<"$(check_message "$tm
 
 # Stage 1 at S1.
 control POST /stats/reset >/dev/null
-cdi_import "$tmpdir/pvc" "$tmpdir/stage1.err" IMPORTER_CURRENT_CHECKPOINT="$s1" ||
+cdi_import web01 "$tmpdir/pvc" "$tmpdir/stage1.err" IMPORTER_CURRENT_CHECKPOINT="$s1" ||
   fail "stage 1 failed: $(cat "$tmpdir/stage1.err")"
 [ "$(check_message "$tmpdir/pvc.msg")" = "Import Complete" ] || fail "stage 1 message"
 jq -e '.vddkInfo.Version | startswith("ferry")' "$tmpdir/pvc.msg" >/dev/null ||
@@ -102,7 +84,7 @@ rm -rf "$tmpdir/pvc-nostate/.ferry"
 changed=$(changed_bytes "${writes[@]}")
 for dir in pvc pvc-nostate; do
   control POST /stats/reset >/dev/null
-  cdi_import "$tmpdir/$dir" "$tmpdir/stage2-$dir.err" IMPORTER_CURRENT_CHECKPOINT="$s2" \
+  cdi_import web01 "$tmpdir/$dir" "$tmpdir/stage2-$dir.err" IMPORTER_CURRENT_CHECKPOINT="$s2" \
     IMPORTER_PREVIOUS_CHECKPOINT="$change1" IMPORTER_FINAL_CHECKPOINT=true ||
     fail "stage 2 ($dir) failed: $(cat "$tmpdir/stage2-$dir.err")"
   [ "$(check_message "$tmpdir/$dir.msg")" = "Import Complete" ] || fail "stage 2 message"
@@ -123,7 +105,7 @@ if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null &&
   cleanup_fn "losetup -d $loop"
   remove_snapshot web01 "$s2"
   s3=$(control POST "/vms/web01/snapshot?name=fl-3" | jq -r .moref)
-  BLOCK=$loop cdi_import "$tmpdir/blkpvc" "$tmpdir/b1.err" IMPORTER_CURRENT_CHECKPOINT="$s3" ||
+  BLOCK=$loop cdi_import web01 "$tmpdir/blkpvc" "$tmpdir/b1.err" IMPORTER_CURRENT_CHECKPOINT="$s3" ||
     fail "block stage 1 failed: $(cat "$tmpdir/b1.err")"
   disk_view web01 2000 "$tmpdir/view3" "$s3"
   cmp "$loop" "$tmpdir/view3" || fail "block stage 1 differs from the disk at $s3"
@@ -132,7 +114,7 @@ if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null &&
   remove_snapshot web01 "$s3"
   s4=$(control POST "/vms/web01/snapshot?name=fl-4" | jq -r .moref)
   control POST /stats/reset >/dev/null
-  BLOCK=$loop cdi_import "$tmpdir/blkpvc" "$tmpdir/b2.err" IMPORTER_CURRENT_CHECKPOINT="$s4" \
+  BLOCK=$loop cdi_import web01 "$tmpdir/blkpvc" "$tmpdir/b2.err" IMPORTER_CURRENT_CHECKPOINT="$s4" \
     IMPORTER_PREVIOUS_CHECKPOINT="$change3" ||
     fail "block stage 2 failed: $(cat "$tmpdir/b2.err")"
   disk_view web01 2000 "$tmpdir/view4" "$s4"

@@ -18,23 +18,6 @@ requires_ferry
 
 start_double
 
-# cdi_import VM DIR LOG [VAR=VALUE...]: ferry cdi-import of VM's disk with CDI's variables,
-# the PVC at DIR, the termination message in DIR.msg.
-cdi_import ()
-{
-  local vm=$1 dir=$2 log=$3
-  shift 3
-  env IMPORTER_SOURCE=vddk IMPORTER_ENDPOINT="https://$SERVER/sdk" \
-    IMPORTER_ACCESS_KEY_ID=user IMPORTER_SECRET_KEY=pass \
-    IMPORTER_THUMBPRINT="$THUMBPRINT_SHA1" IMPORTER_UUID="$(vm_json "$vm" | jq -r .uuid)" \
-    IMPORTER_BACKING_FILE="$(vm_json "$vm" | jq -r '.disks[0].fileName')" \
-    OWNER_UID=0f6c1a8e-5b7d-4d61-9c1e-2a3b4c5d6e7f FILESYSTEM_OVERHEAD=0.055 \
-    FERRY_METRICS_PORT=off FERRY_CDI_DATA_DIR="$dir" \
-    FERRY_CDI_BLOCK_PATH="${BLOCK:-$tmpdir/no-block-volume}" \
-    FERRY_TERMINATION_LOG="$dir.msg" "$@" \
-    "$ferry" cdi-import --progress=none 2>"$log"
-}
-
 # import_fails VM DIR LOG WANT [VAR=VALUE...]: exit 1, WANT in the message, no image.
 import_fails ()
 {
