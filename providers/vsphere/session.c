@@ -226,15 +226,11 @@ vs_open (const struct vs_config *config)
     .thumbprint = config->thumbprint,
     .sslverify = config->sslverify,
     .connections = config->connections ? config->connections : 4,
-    .connect_timeout = config->connect_timeout,
-    .control_timeout = config->control_timeout,
-    .data_timeout = config->data_timeout,
-    .low_speed_time = config->low_speed_time,
-    .retry_budget_ms = config->retry_budget_s * 1000,
     .backoff_ms = config->backoff_ms ? config->backoff_ms : backoff_from_env (),
     .reauth = reauth_cb,
     .reauth_opaque = s,
   };
+  source_http_timeouts (&config->timeouts, &hc);
   s->pool = http_pool_new (&hc);
   if (s->pool == NULL)
     goto err;

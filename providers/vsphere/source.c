@@ -400,11 +400,7 @@ vsphere_open (const struct source_config *config)
     .thumbprint = config->thumbprint,
     .sslverify = config->sslverify,
     .connections = config->connections,
-    .connect_timeout = config->timeouts.connect,
-    .control_timeout = config->timeouts.control,
-    .data_timeout = config->timeouts.read,
-    .low_speed_time = config->timeouts.stall,
-    .retry_budget_s = config->timeouts.retry_budget,
+    .timeouts = config->timeouts,
   };
   disk_vector *disks;
 

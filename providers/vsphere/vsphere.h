@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "providers/provider.h"
+#include "providers/source.h"
 
 struct vs_session;
 
@@ -33,13 +34,8 @@ struct vs_config {
   const char *thumbprint;
   bool sslverify;
   unsigned connections;
-  /* HTTP timeouts (seconds) and retries; 0 takes common/http.h's default. */
-  long connect_timeout;    /* TCP + TLS handshake */
-  long control_timeout;    /* one SOAP call attempt */
-  long data_timeout;       /* one /folder range read attempt */
-  long low_speed_time;     /* a read moving < 1 KiB/s this long is retried */
-  unsigned retry_budget_s; /* all attempts of one request */
-  unsigned backoff_ms;     /* first retry delay and floor (FERRY_HTTP_BACKOFF_MS) */
+  struct source_timeouts timeouts; /* the user's HTTP timeouts; 0 = the default */
+  unsigned backoff_ms;             /* first retry delay and floor (FERRY_HTTP_BACKOFF_MS) */
 };
 
 /* A snapshot in the VM's tree. */
